@@ -1,0 +1,1 @@
+"""Inference backends. Each adds only how it runs a preprocessed batch; heavy imports stay lazy."""

@@ -1,0 +1,1 @@
+"""The `instseg` CLI (Typer): one module per command."""

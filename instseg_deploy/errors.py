@@ -1,0 +1,17 @@
+"""Errors a user can act on. The CLI prints them as one line, without a traceback."""
+
+
+class InstsegError(Exception):
+    """Base class: a problem with the user's input, not a bug."""
+
+
+class ConfigError(InstsegError):
+    """A config file is missing, malformed, or asks for a model we do not build."""
+
+
+class CheckpointError(InstsegError):
+    """Weights cannot be read safely, or do not fit the model."""
+
+
+class ImageError(InstsegError):
+    """An image cannot be read or has a layout we refuse."""

@@ -1,0 +1,48 @@
+"""Build a ready model from files: a detectron2 config and a checkpoint (ours or detectron2's)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from instseg_deploy.checkpoint import load_weights, read_checkpoint
+from instseg_deploy.checkpoint.loader import INSTSEG_KEY
+from instseg_deploy.class_names import default_class_names
+from instseg_deploy.config import InstsegConfig, config_from_tree, load_config
+from instseg_deploy.config.loader import merge_tree
+from instseg_deploy.errors import ConfigError
+from instseg_deploy.modeling import MaskRCNN, build_model
+
+
+def _with_score_thresh(cfg: InstsegConfig, score_thresh: float | None) -> InstsegConfig:
+    """Lower the model's own score threshold when the user asks for more detections."""
+    if score_thresh is None or score_thresh >= cfg.model.roi_heads.score_thresh_test:
+        return cfg
+    roi = dataclasses.replace(cfg.model.roi_heads, score_thresh_test=score_thresh)
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, roi_heads=roi))
+
+
+def load_model(config: str | os.PathLike | None, weights: str | os.PathLike,
+               score_thresh: float | None = None) -> tuple[MaskRCNN, InstsegConfig]:
+    """Read the checkpoint safely, build the model from the config and load the weights by name.
+
+    ``config`` may be None for our own checkpoints, which carry their config.
+    """
+    ckpt = read_checkpoint(weights)
+    meta = ckpt.extra.get(INSTSEG_KEY, {}) if ckpt.kind == "instseg" else {}
+    if config is not None:
+        cfg = load_config(config)
+    elif "config" in meta:
+        cfg = config_from_tree(meta["config"], source=f"{weights} (embedded)")
+    else:
+        raise ConfigError(f"{weights} is a detectron2 checkpoint without a config: pass --config")
+    names = meta.get("class_names")
+    cfg.class_names = tuple(names) if names and len(names) == cfg.model.num_classes else \
+        default_class_names(cfg.model.num_classes)
+    model = build_model(_with_score_thresh(cfg, score_thresh).model)
+    load_weights(model, ckpt, source=f"weights {Path(weights).name}")
+    return model, cfg
+
+
+__all__ = ["load_model", "merge_tree"]

@@ -1,0 +1,62 @@
+"""One inference API over every backend: image -> preprocess -> runner -> postprocess -> Instances."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from instseg_deploy.backends.base import Runner
+from instseg_deploy.processing.postprocess import postprocess
+from instseg_deploy.processing.preprocess import PreprocessParams, preprocess
+from instseg_deploy.structures import Instances
+
+
+class Predictor:
+    """Runs a model on uint8 images and returns one :class:`Instances` per image.
+
+    Images are (H, W, 3) uint8 arrays in ``channel_order``: "BGR" by default, which is what
+    ``cv2.imread`` and detectron2's DefaultPredictor use; pass "RGB" for PIL/imageio arrays.
+    The model's own channel order (INPUT.FORMAT) is handled internally.
+    """
+
+    def __init__(self, runner: Runner, params: PreprocessParams, class_names: tuple[str, ...],
+                 score_thresh: float = 0.0, channel_order: str = "BGR", paste_masks: bool = True):
+        if channel_order not in ("BGR", "RGB"):
+            raise ValueError(f"channel_order must be 'BGR' or 'RGB', got {channel_order!r}")
+        self.runner = runner
+        self.params = params
+        self.class_names = class_names
+        self.score_thresh = score_thresh
+        self.channel_order = channel_order
+        self.paste_masks = paste_masks
+
+    def predict(self, images: list[np.ndarray]) -> list[Instances]:
+        """Run the images as one batch."""
+        if not images:
+            return []
+        batch = preprocess(images, self.params, self.channel_order)
+        raw = self.runner.run(batch)
+        results = []
+        for i in range(len(images)):
+            sel = raw.batch_idx == i
+            results.append(postprocess(
+                raw.boxes[sel], raw.scores[sel], raw.classes[sel], raw.mask_probs[sel],
+                tuple(batch.image_sizes[i]), tuple(batch.original_sizes[i]),
+                score_thresh=self.score_thresh, paste=self.paste_masks,
+            ))
+        return results
+
+    def __call__(self, image: np.ndarray) -> Instances:
+        return self.predict([image])[0]
+
+    def predict_stream(self, images: Iterable[np.ndarray], batch_size: int = 1) -> Iterator[Instances]:
+        """Predict over an iterable in batches, yielding results in order."""
+        chunk: list[np.ndarray] = []
+        for image in images:
+            chunk.append(image)
+            if len(chunk) == batch_size:
+                yield from self.predict(chunk)
+                chunk = []
+        if chunk:
+            yield from self.predict(chunk)

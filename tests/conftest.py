@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+D2 = DATA / "detectron2"
+REPO = Path(__file__).parent.parent
+
+
+@pytest.fixture(scope="session")
+def d2_dir() -> Path:
+    return D2
+
+
+@pytest.fixture(scope="session")
+def fixture_model():
+    """The detectron2-trained shapes_r50 model, loaded from the model-zoo style .pkl."""
+    from instseg_deploy.model_files import load_model
+
+    return load_model(D2 / "shapes_r50" / "config.yaml", D2 / "shapes_r50" / "model_final.pkl")
+
+
+@pytest.fixture(scope="session")
+def tiny_config_path() -> Path:
+    return REPO / "configs" / "tiny_mask_rcnn.yaml"

@@ -1,0 +1,111 @@
+"""`instseg info` / `instseg predict` end to end, including bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from instseg_deploy.cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def model_args(d2_dir):
+    return ["--config", str(d2_dir / "shapes_r50" / "config.yaml"),
+            "--weights", str(d2_dir / "shapes_r50" / "model_final.pkl")]
+
+
+def _one_line_error(result):
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1, result.output
+    return errors[0]
+
+
+def test_help_has_examples():
+    result = runner.invoke(app, ["predict", "--help"])
+    assert result.exit_code == 0 and "Examples" in result.output and "--score-thresh" in result.output
+    assert "Examples" in runner.invoke(app, ["info", "--help"]).output
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "instseg_deploy.cli.main", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("instseg-deploy ")
+
+
+def test_info(model_args):
+    result = runner.invoke(app, ["info", *model_args, "--weights", model_args[3]])
+    assert result.exit_code == 0, result.output
+    assert "ResNet-50" in result.output and "2,773,736" in result.output and "4: class_0" in result.output
+
+
+def test_predict_writes_overlays_and_coco_results(tmp_path, d2_dir, model_args):
+    images = tmp_path / "in"
+    images.mkdir()
+    for name in ("000000.jpg", "000001.jpg"):
+        (images / name).write_bytes((d2_dir / "shapes_val" / "images" / name).read_bytes())
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["predict", str(images), *model_args, "--out", str(out), "--score-thresh", "0.5",
+                                 "--class-names", "disc,square,triangle,ring"])
+    assert result.exit_code == 0, result.output
+    overlay = cv2.imread(str(out / "000000.png"))
+    assert overlay.shape == cv2.imread(str(images / "000000.jpg")).shape
+    results = json.loads((out / "results.json").read_text())
+    assert {r["file_name"] for r in results} == {"000000.jpg", "000001.jpg"}
+    assert all(r["score"] >= 0.5 and r["category_id"] in (1, 2, 3, 4) for r in results)
+    assert all(set(r) >= {"image_id", "bbox", "segmentation", "score"} for r in results)
+    assert len(results) >= 10
+
+
+def test_converted_image_kinds(tmp_path, d2_dir, model_args):
+    base = cv2.imread(str(d2_dir / "shapes_val" / "images" / "000000.jpg"))
+    gray = cv2.cvtColor(base, cv2.COLOR_BGR2GRAY)
+    cv2.imwrite(str(tmp_path / "gray.png"), gray)
+    cv2.imwrite(str(tmp_path / "rgba.png"), cv2.cvtColor(base, cv2.COLOR_BGR2BGRA))
+    cv2.imwrite(str(tmp_path / "deep.png"), base.astype(np.uint16) * 257)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["predict", str(tmp_path / "gray.png"), str(tmp_path / "rgba.png"),
+                                 str(tmp_path / "deep.png"), *model_args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "grayscale" in result.output and "alpha" in result.output and "16/32-bit" in result.output
+    assert all((out / f"{n}.png").is_file() for n in ("gray", "rgba", "deep"))
+    results = json.loads((out / "results.json").read_text())
+    # 16-bit scaled down equals the 8-bit original: same detections as RGBA (alpha dropped) image
+    per_file = {n: sorted(round(r["score"], 4) for r in results if r["file_name"] == n) for n in ("rgba.png", "deep.png")}
+    assert per_file["rgba.png"] == per_file["deep.png"] and per_file["rgba.png"]
+
+
+@pytest.mark.parametrize("case", ["missing_image", "corrupt_image", "missing_config", "missing_weights",
+                                  "other_class_count", "bad_thresh"])
+def test_bad_input_is_one_line(tmp_path, d2_dir, model_args, case):
+    image = str(d2_dir / "shapes_val" / "images" / "000000.jpg")
+    args = ["predict", image, *model_args, "--out", str(tmp_path / "out")]
+    expect = {"missing_image": "no such file", "corrupt_image": "could not be read", "missing_config": "not found",
+              "missing_weights": "not found", "other_class_count": "trained for 4 classes",
+              "bad_thresh": "--score-thresh"}[case]
+    if case == "missing_image":
+        args[1] = str(tmp_path / "nope.jpg")
+    elif case == "corrupt_image":
+        corrupt = tmp_path / "corrupt.jpg"
+        corrupt.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+        args[1] = str(corrupt)
+    elif case == "missing_config":
+        args[3] = str(tmp_path / "nope.yaml")
+    elif case == "missing_weights":
+        args[5] = str(tmp_path / "nope.pkl")
+    elif case == "other_class_count":
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(f'_BASE_: "{model_args[1]}"\nMODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 80\n')
+        args[3] = str(cfg)
+    elif case == "bad_thresh":
+        args += ["--score-thresh", "1.5"]
+    assert expect in _one_line_error(runner.invoke(app, args))
