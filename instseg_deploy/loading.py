@@ -8,21 +8,50 @@ from instseg_deploy.errors import InstsegError
 from instseg_deploy.predictor import Predictor
 from instseg_deploy.processing.preprocess import PreprocessParams
 
-BACKENDS = ("torch",)
+BACKENDS = ("torch", "ort")
 
 
 def load_predictor(backend: str = "torch", config: str | os.PathLike | None = None,
-                   weights: str | os.PathLike | None = None, score_thresh: float = 0.0,
-                   device: str = "cpu", class_names: tuple[str, ...] | None = None) -> Predictor:
-    """A ready predictor. torch: ``config`` + ``weights`` (``config`` optional for our checkpoints)."""
+                   weights: str | os.PathLike | None = None, model: str | os.PathLike | None = None,
+                   score_thresh: float | None = None, device: str = "cpu", providers: tuple[str, ...] = ("cpu",),
+                   threads: int = 0, optimization: str = "all") -> Predictor:
+    """A ready predictor. ``score_thresh``: keep detections scoring at least this (None: the model's own).
+
+    torch: ``config`` + ``weights`` (``config`` optional for our own checkpoints).
+    ort: ``model`` (an exported .onnx); ``config`` only for a model without instseg metadata.
+    """
     if backend == "torch":
         if weights is None:
             raise InstsegError("--weights is required for --backend torch")
         from instseg_deploy.backends.torch_backend import TorchRunner
         from instseg_deploy.model_files import load_model
 
-        model, cfg = load_model(config, weights, score_thresh=score_thresh)
-        names = class_names or cfg.class_names
-        return Predictor(TorchRunner(model, device), PreprocessParams.from_model_config(cfg.model), names,
-                         score_thresh=score_thresh)
+        net, cfg = load_model(config, weights, score_thresh=score_thresh)
+        return Predictor(TorchRunner(net, device), PreprocessParams.from_model_config(cfg.model), cfg.class_names,
+                         score_thresh=score_thresh or 0.0)
+    if backend == "ort":
+        if model is None:
+            raise InstsegError("--model (an exported .onnx file) is required for --backend ort")
+        from instseg_deploy.backends.ort_backend import SessionSettings, load_ort_runner
+        from instseg_deploy.export.metadata import preprocess_params
+
+        fallback = _metadata_from_config(config) if config is not None else None
+        runner = load_ort_runner(model, SessionSettings(tuple(providers), threads, optimization), fallback)
+        meta = runner.meta
+        if score_thresh is not None and score_thresh < meta["postprocess"]["score_thresh"]:
+            raise InstsegError(f"--score-thresh {score_thresh} is below the threshold baked into {model} "
+                               f"({meta['postprocess']['score_thresh']}); re-export with a lower "
+                               "MODEL.ROI_HEADS.SCORE_THRESH_TEST")
+        return Predictor(runner, preprocess_params(meta), tuple(meta["class_names"]), score_thresh=score_thresh or 0.0)
     raise InstsegError(f"unknown backend {backend!r} (available: {', '.join(BACKENDS)})")
+
+
+def _metadata_from_config(config: str | os.PathLike) -> dict:
+    """Metadata equivalent for an ONNX file exported elsewhere, taken from its detectron2 config."""
+    from instseg_deploy.config import load_config
+    from instseg_deploy.class_names import default_class_names
+    from instseg_deploy.export.metadata import build_metadata
+
+    cfg = load_config(config)
+    cfg.class_names = default_class_names(cfg.model.num_classes)
+    return build_metadata(cfg, "raw", "dynamic", "dynamic", "onnx", [], [])

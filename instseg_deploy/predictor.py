@@ -32,10 +32,15 @@ class Predictor:
         self.paste_masks = paste_masks
 
     def predict(self, images: list[np.ndarray]) -> list[Instances]:
-        """Run the images as one batch."""
-        if not images:
-            return []
-        batch = preprocess(images, self.params, self.channel_order)
+        """Run the images as one batch (in chunks when the model has a fixed batch size)."""
+        step = getattr(self.runner, "max_batch", None) or max(len(images), 1)
+        results: list[Instances] = []
+        for start in range(0, len(images), step):
+            results.extend(self._predict_batch(images[start:start + step]))
+        return results
+
+    def _predict_batch(self, images: list[np.ndarray]) -> list[Instances]:
+        batch = preprocess(images, self.params, self.channel_order, pad_to=getattr(self.runner, "pad_to", None))
         raw = self.runner.run(batch)
         results = []
         for i in range(len(images)):
@@ -44,6 +49,7 @@ class Predictor:
                 raw.boxes[sel], raw.scores[sel], raw.classes[sel], raw.mask_probs[sel],
                 tuple(batch.image_sizes[i]), tuple(batch.original_sizes[i]),
                 score_thresh=self.score_thresh, paste=self.paste_masks,
+                pasted_masks=None if raw.masks is None else raw.masks[sel],
             ))
         return results
 

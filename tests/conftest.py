@@ -25,3 +25,13 @@ def fixture_model():
 @pytest.fixture(scope="session")
 def tiny_config_path() -> Path:
     return REPO / "configs" / "tiny_mask_rcnn.yaml"
+
+
+@pytest.fixture(scope="session")
+def exported_onnx(tmp_path_factory, fixture_model):
+    """The fixture model exported with dynamic batch and size: {"raw": path, "pasted": path}."""
+    from instseg_deploy.export.onnx_export import export_onnx
+
+    model, cfg = fixture_model
+    out = tmp_path_factory.mktemp("onnx")
+    return {masks: export_onnx(model, cfg, out / f"{masks}.onnx", masks=masks).path for masks in ("raw", "pasted")}

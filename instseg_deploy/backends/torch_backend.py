@@ -12,6 +12,8 @@ from instseg_deploy.processing.preprocess import Batch
 
 class TorchRunner:
     name = "torch"
+    max_batch = None
+    pad_to = None
 
     def __init__(self, model: MaskRCNN, device: str | torch.device = "cpu"):
         self.device = torch.device(device)

@@ -20,6 +20,16 @@ WeightsOption = typer.Option(None, "--weights", "-w", help="Checkpoint: detectro
                              show_default=False)
 
 
+BackendOption = typer.Option("torch", "--backend", "-b", help="torch (config + weights) or ort (exported --model).")
+ModelOption = typer.Option(None, "--model", "-m", help="Exported model for --backend ort (.onnx).", show_default=False)
+ProvidersOption = typer.Option("cpu", "--providers", help="ONNX Runtime providers in priority order: cpu, cuda, trt.")
+ThreadsOption = typer.Option(0, "--threads", help="Intra-op threads for ONNX Runtime (0 = its default).")
+
+
+def providers_list(providers: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in providers.split(",") if p.strip())
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print one error line and exit non-zero."""
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)

@@ -9,7 +9,8 @@ from typing import Optional
 import cv2
 import typer
 
-from instseg_deploy.cli.common import ConfigOption, WeightsOption, console, progress_bar, rate_text, user_errors
+from instseg_deploy.cli.common import (BackendOption, ConfigOption, ModelOption, ProvidersOption, ThreadsOption,
+                                       WeightsOption, console, progress_bar, providers_list, rate_text, user_errors)
 from instseg_deploy.errors import ImageError, InstsegError
 
 EXAMPLES = """
@@ -19,6 +20,8 @@ Examples:
       --weights model_final_f10217.pkl --out predictions/
 
   instseg predict images/ more.png -c output/config.yaml -w output/model_final.pth --out pred --score-thresh 0.3
+
+  instseg predict images/ --backend ort --model model.onnx --out pred_ort
 """
 
 
@@ -38,6 +41,10 @@ def predict(
     inputs: list[Path] = typer.Argument(..., help="Image files and/or folders of images.", show_default=False),
     config: Optional[Path] = ConfigOption,
     weights: Optional[Path] = WeightsOption,
+    backend: str = BackendOption,
+    model: Optional[Path] = ModelOption,
+    providers: str = ProvidersOption,
+    threads: int = ThreadsOption,
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for overlays and results.json.", show_default=False),
     score_thresh: float = typer.Option(0.5, "--score-thresh", help="Keep detections scoring at least this."),
     class_names: Optional[str] = typer.Option(None, "--class-names",
@@ -55,7 +62,8 @@ def predict(
     if not 0.0 <= score_thresh <= 1.0:
         raise InstsegError(f"--score-thresh must be in [0, 1], got {score_thresh}")
     paths = list_images(inputs)
-    predictor = load_predictor("torch", config, weights, score_thresh=score_thresh, device=device)
+    predictor = load_predictor(backend, config, weights, model, score_thresh=score_thresh, device=device,
+                               providers=providers_list(providers), threads=threads)
     if class_names:
         predictor.class_names = parse_class_names(class_names, len(predictor.class_names))
     out.mkdir(parents=True, exist_ok=True)

@@ -79,7 +79,14 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
     Groups let one call cover every (image, level) or (image, class) pair of a batch, so
     the graph has no per-image Python loop.
     """
-    return tv_boxes.batched_nms(boxes.float(), scores, groups, iou_threshold)
+    boxes = boxes.float()
+    if torch.jit.is_tracing():
+        # torchvision's version returns early on an empty input, which a trace would bake in
+        # for good. Offsetting each group to its own region keeps one NMS op without that branch.
+        max_coordinate = torch.cat([boxes.flatten(), boxes.new_zeros(1)]).max()
+        offsets = groups.to(boxes) * (max_coordinate + 1)
+        return tv_boxes.nms(boxes + offsets[:, None], scores, iou_threshold)
+    return tv_boxes.batched_nms(boxes, scores, groups, iou_threshold)
 
 
 def rank_within_group(groups: torch.Tensor, num_groups: torch.Tensor | int) -> torch.Tensor:

@@ -129,7 +129,7 @@ class StandardROIHeads(nn.Module):
         class_logits, box_deltas = self.box_features(features, proposal_boxes, proposal_batch_idx)
         num_classes = self.cfg.num_classes
         boxes = apply_deltas(box_deltas, proposal_boxes, self.box_cfg.bbox_reg_weights)
-        boxes = boxes.view(boxes.shape[0], -1, 4)  # (R, K or 1, 4)
+        boxes = boxes.view(-1, 1 if self.box_cfg.cls_agnostic_bbox_reg else num_classes, 4)  # (R, K or 1, 4)
         sizes = image_sizes[proposal_batch_idx]
         boxes = clip_boxes(boxes, sizes[:, 0:1], sizes[:, 1:2])
         scores = F.softmax(class_logits, dim=-1)[:, :-1]  # (R, K), background dropped

@@ -83,13 +83,17 @@ class RPN(nn.Module):
         num_images = logits[0].shape[0]
         all_boxes, all_scores, all_levels = [], [], []
         for level, (anchors_i, logits_i, deltas_i) in enumerate(zip(anchors, logits, deltas)):
-            k = min(pre_topk, logits_i.shape[1])
+            num_anchors = logits_i.shape[1]
+            if isinstance(num_anchors, torch.Tensor):  # traced: keep k dynamic for any input size
+                k = torch.clamp(num_anchors, max=pre_topk)
+            else:
+                k = min(pre_topk, num_anchors)
             scores_i, idx = logits_i.topk(k, dim=1)  # (N, k)
             deltas_i = torch.gather(deltas_i, 1, idx[..., None].expand(-1, -1, 4))
             boxes_i = apply_deltas(deltas_i.reshape(-1, 4), anchors_i[idx.reshape(-1)], self.cfg.bbox_reg_weights)
-            all_boxes.append(boxes_i.view(num_images, k, 4))
+            all_boxes.append(boxes_i.view(num_images, -1, 4))
             all_scores.append(scores_i)
-            all_levels.append(torch.full((k,), level, dtype=torch.int64, device=scores_i.device))
+            all_levels.append(torch.full_like(scores_i[0], level, dtype=torch.int64))
         boxes = torch.cat(all_boxes, dim=1)  # (N, L, 4)
         scores = torch.cat(all_scores, dim=1)  # (N, L)
         levels = torch.cat(all_levels)  # (L,)

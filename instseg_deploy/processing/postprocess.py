@@ -59,7 +59,8 @@ def paste_masks(mask_probs: np.ndarray, boxes: np.ndarray, height: int, width: i
 
 def postprocess(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, mask_probs: np.ndarray,
                 input_size: tuple[int, int], original_size: tuple[int, int], score_thresh: float = 0.0,
-                mask_threshold: float = 0.5, paste: bool = True) -> Instances:
+                mask_threshold: float = 0.5, paste: bool = True,
+                pasted_masks: np.ndarray | None = None) -> Instances:
     """One image's detections in network-input pixels -> :class:`Instances` in original pixels.
 
     boxes (N, 4), scores (N,), classes (N,), mask_probs (N, M, M); input_size is the resized
@@ -78,7 +79,10 @@ def postprocess(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, mask
     keep &= np.asarray(scores) >= score_thresh
     mask_probs = np.asarray(mask_probs, dtype=np.float32)[keep]
     out_boxes = out_boxes[keep]
-    masks = paste_masks(mask_probs, out_boxes, out_h, out_w, mask_threshold) if paste else None
+    if pasted_masks is not None:
+        masks = np.ascontiguousarray(pasted_masks[keep, :out_h, :out_w]).astype(bool, copy=False)
+    else:
+        masks = paste_masks(mask_probs, out_boxes, out_h, out_w, mask_threshold) if paste else None
     return Instances(
         image_size=(out_h, out_w),
         boxes=out_boxes,

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from instseg_deploy.config.types import ModelConfig
+from instseg_deploy.errors import InstsegError
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,8 @@ def preprocess(images: list[np.ndarray], params: PreprocessParams, channel_order
     h, w = padded_shape(sizes, params.size_divisibility)
     if pad_to is not None:
         if pad_to[0] < h or pad_to[1] < w:
-            raise ValueError(f"images need {h}x{w} but the fixed input size is {pad_to[0]}x{pad_to[1]}")
+            raise InstsegError(f"images need a {h}x{w} input but the model's fixed input size is "
+                               f"{pad_to[0]}x{pad_to[1]}; export with --size dynamic or a larger --size")
         h, w = pad_to
     batch = np.empty((len(resized), 3, h, w), dtype=np.float32)
     batch[:] = np.asarray(params.pixel_mean, dtype=np.float32)[None, :, None, None]

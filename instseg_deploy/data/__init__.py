@@ -1,0 +1,1 @@
+"""Datasets we make ourselves: a generated COCO-format shapes set for demos, tests, benchmarks."""

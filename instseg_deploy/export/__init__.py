@@ -1,0 +1,1 @@
+"""Export to ONNX (and later TensorRT), with self-describing metadata."""

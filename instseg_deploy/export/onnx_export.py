@@ -1,0 +1,146 @@
+"""Whole-detector export to one ONNX graph of standard ops (or with our RoIAlign plugin node)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from instseg_deploy.atomic import atomic_path
+from instseg_deploy.config import InstsegConfig
+from instseg_deploy.errors import InstsegError
+from instseg_deploy.export.graph import RAW_OUTPUTS, ExportableMaskRCNN
+from instseg_deploy.export.metadata import build_metadata, metadata_to_props
+from instseg_deploy.modeling import MaskRCNN
+
+# RoiAlign with coordinate_transformation_mode (ROIAlignV2's half-pixel) needs opset 16.
+MIN_OPSET = 16
+DEFAULT_OPSET = 17
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    nodes_before: int
+    nodes_after: int
+    simplified: bool
+    opset: int
+    size_bytes: int
+
+
+def _example_inputs(batch: int, size: tuple[int, int], divisibility: int, paste: bool):
+    h, w = size
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand((batch, 3, h, w), generator=g) * 255
+    sizes = torch.tensor([[h - (i * divisibility) % h, w] for i in range(batch)], dtype=torch.int64)
+    args = (images, sizes)
+    if paste:
+        args += (sizes * 2,)
+    return args
+
+
+def parse_size(size: str) -> str | tuple[int, int]:
+    """'dynamic' or 'HxW'."""
+    if size == "dynamic":
+        return size
+    try:
+        h, w = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise InstsegError(f"--size must be 'dynamic' or HxW like 800x1344, got {size!r}") from None
+    return h, w
+
+
+def parse_batch(batch: str) -> str | int:
+    if batch == "dynamic":
+        return batch
+    if not batch.isdigit() or int(batch) < 1:
+        raise InstsegError(f"--batch must be 'dynamic' or a positive integer, got {batch!r}")
+    return int(batch)
+
+
+def export_onnx(model: MaskRCNN, cfg: InstsegConfig, out: str | os.PathLike, opset: int = DEFAULT_OPSET,
+                batch: str | int = "dynamic", size: str | tuple[int, int] = "dynamic", masks: str = "raw",
+                simplify: bool = True, roi_align: str = "onnx") -> ExportReport:
+    """Trace the detector and write a checked, self-describing ONNX file atomically."""
+    import onnx
+
+    if opset < MIN_OPSET:
+        raise InstsegError(f"--opset {opset} is too old: RoiAlign with half-pixel coordinates needs opset >= {MIN_OPSET}")
+    if masks not in ("raw", "pasted"):
+        raise InstsegError(f"--masks must be 'raw' or 'pasted', got {masks!r}")
+    if roi_align not in ("onnx", "plugin"):
+        raise InstsegError(f"--roi-align must be 'onnx' or 'plugin', got {roi_align!r}")
+    divisibility = model.size_divisibility
+    if size != "dynamic" and (size[0] % divisibility or size[1] % divisibility):
+        raise InstsegError(f"--size {size[0]}x{size[1]} must be a multiple of {divisibility} (the backbone's stride)")
+    paste = masks == "pasted"
+    wrapper = ExportableMaskRCNN(model.eval(), paste_masks=paste).eval()
+    example = _example_inputs(batch if isinstance(batch, int) else 2, size if size != "dynamic" else (320, 352),
+                              divisibility, paste)
+    inputs = ["images", "image_sizes"] + (["original_sizes"] if paste else [])
+    outputs = RAW_OUTPUTS + (["masks"] if paste else [])
+    dynamic_axes = {name: {0: "num_detections"} for name in outputs}
+    if paste:
+        dynamic_axes["masks"].update({1: "canvas_height", 2: "canvas_width"})
+    if batch == "dynamic":
+        for name in inputs:
+            dynamic_axes[name] = {0: "batch"}
+    if size == "dynamic":
+        dynamic_axes.setdefault("images", {}).update({2: "height", 3: "width"})
+    buffer = io.BytesIO()
+    context = _plugin_roi_align() if roi_align == "plugin" else contextlib.nullcontext()
+    with context, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic are expected here
+        torch.onnx.export(wrapper, example, buffer, dynamo=False, opset_version=opset, input_names=inputs,
+                          output_names=outputs, dynamic_axes=dynamic_axes, do_constant_folding=True)
+    proto = onnx.load_from_string(buffer.getvalue())
+    nodes_before = len(proto.graph.node)
+    simplified = False
+    if simplify:
+        proto, simplified = _simplify(proto)
+    meta = build_metadata(cfg, masks, batch, size, roi_align, inputs, outputs)
+    for key, value in metadata_to_props(meta).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "instseg-deploy"
+    onnx.checker.check_model(proto, full_check=roi_align == "onnx")
+    proto = onnx.shape_inference.infer_shapes(proto)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        onnx.save(proto, str(tmp))
+    return ExportReport(out, nodes_before, len(proto.graph.node), simplified, opset, out.stat().st_size)
+
+
+def _simplify(proto):
+    """onnxslim when installed (constant folding, dead code, fusions); the graph stays valid either way."""
+    try:
+        import onnxslim
+    except ImportError:
+        warnings.warn("onnxslim is not installed: exporting without simplification (pip install onnxslim)")
+        return proto, False
+    with contextlib.redirect_stdout(io.StringIO()):
+        return onnxslim.slim(proto), True
+
+
+@contextlib.contextmanager
+def _plugin_roi_align():
+    """Swap multi-level RoIAlign for our one-node plugin op while tracing (see ops/)."""
+    from instseg_deploy.export.plugin_roi_align import patched_multilevel_roi_align
+
+    with patched_multilevel_roi_align():
+        yield
+
+
+def count_nodes(path: str | os.PathLike) -> int:
+    import onnx
+
+    return len(onnx.load(str(path), load_external_data=False).graph.node)
+
+
+__all__ = ["ExportReport", "export_onnx", "parse_batch", "parse_size", "count_nodes", "np"]
