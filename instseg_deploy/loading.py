@@ -8,7 +8,7 @@ from instseg_deploy.errors import InstsegError
 from instseg_deploy.predictor import Predictor
 from instseg_deploy.processing.preprocess import PreprocessParams
 
-BACKENDS = ("torch", "ort")
+BACKENDS = ("torch", "ort", "trt")
 
 
 def load_predictor(backend: str = "torch", config: str | os.PathLike | None = None,
@@ -43,6 +43,12 @@ def load_predictor(backend: str = "torch", config: str | os.PathLike | None = No
                                f"({meta['postprocess']['score_thresh']}); re-export with a lower "
                                "MODEL.ROI_HEADS.SCORE_THRESH_TEST")
         return Predictor(runner, preprocess_params(meta), tuple(meta["class_names"]), score_thresh=score_thresh or 0.0)
+    if backend == "trt":
+        if model is None:
+            raise InstsegError("--model (a TensorRT .engine from `instseg export --to trt`) is required for --backend trt")
+        from instseg_deploy.backends.trt_backend import load_trt_predictor
+
+        return load_trt_predictor(model, score_thresh=score_thresh, device=device)
     raise InstsegError(f"unknown backend {backend!r} (available: {', '.join(BACKENDS)})")
 
 

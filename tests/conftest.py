@@ -29,9 +29,12 @@ def tiny_config_path() -> Path:
 
 @pytest.fixture(scope="session")
 def exported_onnx(tmp_path_factory, fixture_model):
-    """The fixture model exported with dynamic batch and size: {"raw": path, "pasted": path}."""
+    """The fixture model exported with dynamic batch and size: standard ops with raw or pasted
+    masks, and the plugin flavour (one RoIAlign plugin node): {"raw"|"pasted"|"plugin": path}."""
     from instseg_deploy.export.onnx_export import export_onnx
 
     model, cfg = fixture_model
     out = tmp_path_factory.mktemp("onnx")
-    return {masks: export_onnx(model, cfg, out / f"{masks}.onnx", masks=masks).path for masks in ("raw", "pasted")}
+    paths = {masks: export_onnx(model, cfg, out / f"{masks}.onnx", masks=masks).path for masks in ("raw", "pasted")}
+    paths["plugin"] = export_onnx(model, cfg, out / "plugin.onnx", roi_align="plugin").path
+    return paths

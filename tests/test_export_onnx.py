@@ -26,9 +26,11 @@ def torch_predictor():
     return load_predictor("torch", D2 / "shapes_r50" / "config.yaml", D2 / "shapes_r50" / "model_final.pkl")
 
 
-@pytest.mark.parametrize("masks", ["raw", "pasted"])
-def test_ort_matches_torch_on_golden_images(exported_onnx, torch_predictor, masks):
-    ort_predictor = load_predictor("ort", model=exported_onnx[masks])
+@pytest.mark.parametrize("variant", ["raw", "pasted", "plugin"])
+def test_ort_matches_torch_on_golden_images(exported_onnx, torch_predictor, variant):
+    """Standard-op graphs with host or in-graph mask pasting, and the plugin-flavoured graph
+    (RoIAlign plugin node run by its CPU twin): the same detections as the torch backend."""
+    ort_predictor = load_predictor("ort", model=exported_onnx[variant])
     matched = total = 0
     worst = 1.0
     for _, path in GOLDEN:  # images of many sizes through one dynamic-shape file
@@ -52,6 +54,17 @@ def test_batches_of_different_sizes(exported_onnx, torch_predictor):
     for ref, ours in zip(torch_predictor.predict(images), ort_predictor.predict(images)):
         assert len(ref) > 5 and match_detections(ref, ours).match_rate == 1.0
         assert ours.masks.shape[1:] == ref.masks.shape[1:]
+
+
+def test_plugin_flavour_has_one_node_per_pooler(exported_onnx):
+    proto = onnx.load(str(exported_onnx["plugin"]))
+    nodes = [n for n in proto.graph.node if n.op_type == "InstsegMultilevelRoIAlign"]
+    assert len(nodes) == 2  # box pooler and mask pooler
+    assert all(n.domain == "instseg" for n in nodes) and "RoiAlign" not in {n.op_type for n in proto.graph.node}
+    attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in nodes]
+    assert attrs[0]["plugin_version"] == b"1" and attrs[0]["plugin_namespace"] == b""
+    assert list(attrs[0]["featmap_strides"]) == [4, 8, 16, 32] and attrs[0]["aligned"] == 1
+    assert {a["output_size"] for a in attrs} == {7, 14}
 
 
 def test_metadata_makes_the_file_self_describing(exported_onnx):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,9 @@ class SessionSettings:
     providers: tuple[str, ...] = ("cpu",)
     threads: int = 0  # 0: ONNX Runtime's default (one per physical core)
     optimization: str = "all"
+    # per provider short name ("trt", "cuda"): ONNX Runtime provider options; "trt" defaults to
+    # tensorrt_ep_options() (engine cache, explicit profile) in load_ort_runner
+    provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def read_onnx_metadata(path: str | os.PathLike) -> tuple[dict[str, str], Any]:
@@ -43,8 +46,11 @@ def read_onnx_metadata(path: str | os.PathLike) -> tuple[dict[str, str], Any]:
     return {p.key: p.value for p in proto.metadata_props}, proto
 
 
-def create_session(path: str | os.PathLike, settings: SessionSettings):
-    """An InferenceSession with the requested providers, threads and optimisation level."""
+def create_session(path: str | os.PathLike, settings: SessionSettings, proto=None):
+    """An InferenceSession with the requested providers, threads and optimisation level.
+
+    A plugin-flavoured model (our RoIAlign node) runs on the CPU through the op's CPU twin.
+    """
     import onnxruntime as ort
 
     available = ort.get_available_providers()
@@ -55,27 +61,38 @@ def create_session(path: str | os.PathLike, settings: SessionSettings):
         if PROVIDERS[name] not in available:
             raise InstsegError(f"ONNX Runtime provider {PROVIDERS[name]} is not available here "
                                f"(available: {', '.join(available)}); for cuda/trt install onnxruntime-gpu")
-        providers.append(PROVIDERS[name])
+        providers.append((PROVIDERS[name], settings.provider_options.get(name, {})))
     if settings.optimization not in OPT_LEVELS:
         raise InstsegError(f"unknown optimisation level {settings.optimization!r} (choose from {', '.join(OPT_LEVELS)})")
     options = ort.SessionOptions()
     options.intra_op_num_threads = settings.threads
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[settings.optimization])
     options.log_severity_level = 3
-    _register_custom_ops(options)
+    model: str | bytes = str(path)
+    if proto is not None and _has_plugin_nodes(proto):
+        model = _plugin_model_for_ort(path, options)
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        return ort.InferenceSession(model, sess_options=options, providers=providers)
     except Exception as e:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
         raise InstsegError(f"ONNX Runtime cannot load {path}: {str(e).splitlines()[0][:200]}") from None
 
 
-def _register_custom_ops(options) -> None:
-    """Make our RoIAlign plugin op runnable on the CPU (the plugin-flavoured export uses it)."""
+def _has_plugin_nodes(proto) -> bool:
+    from instseg_deploy.ops.ort_custom_op import OP_TYPE
+
+    return any(node.op_type == OP_TYPE for node in proto.graph.node)
+
+
+def _plugin_model_for_ort(path: str | os.PathLike, options) -> bytes:
+    import onnx
+
+    from instseg_deploy.ops.ort_custom_op import register_custom_op, to_onnxruntime_model
+
     try:
-        from instseg_deploy.ops.ort_custom_op import register_custom_ops
-    except ImportError:
-        return
-    register_custom_ops(options)
+        register_custom_op(options)
+    except ImportError as e:
+        raise InstsegError(str(e)) from None
+    return to_onnxruntime_model(onnx.load(str(path))).SerializeToString()
 
 
 class OrtRunner:
@@ -114,7 +131,32 @@ class OrtRunner:
 def load_ort_runner(path: str | os.PathLike, settings: SessionSettings | None = None,
                     config_fallback: dict[str, Any] | None = None) -> OrtRunner:
     """Read metadata (or use ``config_fallback`` for a model without it) and build the runner."""
-    props, _ = read_onnx_metadata(path)
+    props, proto = read_onnx_metadata(path)
     meta = config_fallback if config_fallback is not None and "instseg" not in props else parse_metadata(props, str(path))
-    session = create_session(path, settings or SessionSettings())
+    settings = settings or SessionSettings()
+    if "trt" in settings.providers and "trt" not in settings.provider_options:
+        settings = replace(settings, provider_options={**settings.provider_options, "trt": tensorrt_ep_options(
+            meta, [i.name for i in proto.graph.input])})
+    session = create_session(path, settings, proto)
     return OrtRunner(session, meta)
+
+
+def tensorrt_ep_options(meta: dict[str, Any], input_names: list[str], fp16: bool = False) -> dict[str, Any]:
+    """TensorRT execution provider options for our graphs.
+
+    Engines are cached on disk (a Mask R-CNN build takes minutes), and one explicit profile covers
+    every input the preprocessing can produce (the instseg export --to trt defaults); without it
+    the EP rebuilds its engine whenever an image size falls outside the shapes seen so far.
+    """
+    from instseg_deploy.export.trt_build import input_profiles, resolve_image_range
+    from instseg_deploy.ops.native_build import cache_root
+
+    profiles = input_profiles(resolve_image_range(meta), input_names)
+    cache = str(cache_root() / "ort-tensorrt")
+
+    def shapes(which: str) -> str:
+        return ",".join(f"{name}:{'x'.join(str(d) for d in getattr(r, which))}" for name, r in profiles.items())
+
+    return {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache, "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": cache, "trt_fp16_enable": fp16, "trt_profile_min_shapes": shapes("min"),
+            "trt_profile_opt_shapes": shapes("opt"), "trt_profile_max_shapes": shapes("max")}

@@ -20,8 +20,8 @@ WeightsOption = typer.Option(None, "--weights", "-w", help="Checkpoint: detectro
                              show_default=False)
 
 
-BackendOption = typer.Option("torch", "--backend", "-b", help="torch (config + weights) or ort (exported --model).")
-ModelOption = typer.Option(None, "--model", "-m", help="Exported model for --backend ort (.onnx).", show_default=False)
+BackendOption = typer.Option("torch", "--backend", "-b", help="torch (config + weights), ort (exported .onnx) or trt (.engine from export --to trt).")
+ModelOption = typer.Option(None, "--model", "-m", help="Exported model: .onnx for ort, .engine for trt.", show_default=False)
 ProvidersOption = typer.Option("cpu", "--providers", help="ONNX Runtime providers in priority order: cpu, cuda, trt.")
 ThreadsOption = typer.Option(0, "--threads", help="Intra-op threads for ONNX Runtime (0 = its default).")
 

@@ -18,36 +18,79 @@ Examples:
       --weights model_final_f10217.pkl --out model.onnx
 
   instseg export --to onnx -c output/config.yaml -w output/model_final.pth --out fixed.onnx --batch 1 --size 1344x1344 --masks pasted
+
+  instseg export --to trt --model model.onnx --out model.engine --fp16
+
+  instseg export --to trt -c config.yaml -w model_final.pth --out model.engine --batch 1:4:8 --size 320x320:800x1088:1344x1344
+
+  instseg export --to trt --model model_int8.onnx --out model_int8.engine --fp16   (Q/DQ model from instseg quantize)
+
+  instseg export --to trt --model model.onnx --out model_int8.engine --int8 --calib datasets/coco/train2017
 """
 
 
 @user_errors
 def export(
-    to: str = typer.Option("onnx", "--to", help="Target format: onnx."),
+    to: str = typer.Option("onnx", "--to", help="Target format: onnx, or trt (a TensorRT engine + .json sidecar)."),
     config: Optional[Path] = ConfigOption,
     weights: Optional[Path] = WeightsOption,
-    out: Path = typer.Option(..., "--out", "-o", help="Output file (.onnx).", show_default=False),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="--to trt: build from this exported .onnx "
+                                         "instead of --config/--weights.", show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Output file (.onnx, or .engine for --to trt).", show_default=False),
     opset: int = typer.Option(17, "--opset", help="ONNX opset (>= 16 for half-pixel RoiAlign)."),
-    batch: str = typer.Option("dynamic", "--batch", help="'dynamic' or a fixed batch size."),
-    size: str = typer.Option("dynamic", "--size", help="'dynamic' or a fixed padded input size HxW (multiples of 32)."),
+    batch: str = typer.Option("dynamic", "--batch", help="'dynamic' or a fixed batch size; --to trt also MIN:OPT:MAX "
+                                                         "(default 1:1:8)."),
+    size: str = typer.Option("dynamic", "--size", help="'dynamic' or a fixed padded input size HxW (multiples of 32); "
+                                                       "--to trt also MIN:OPT:MAX, e.g. 320x320:800x1088:1344x1344."),
     masks: str = typer.Option("raw", "--masks", help="raw: 28x28 probabilities pasted on the host; "
                                                     "pasted: full-resolution masks inside the graph."),
-    roi_align: str = typer.Option("onnx", "--roi-align", help="onnx: standard RoiAlign ops per FPN level; "
-                                                             "plugin: one InstsegMultilevelRoIAlign node (TensorRT plugin)."),
+    roi_align: Optional[str] = typer.Option(None, "--roi-align", help="onnx (default for --to onnx): standard RoiAlign "
+                                            "ops per FPN level; plugin (default for --to trt): one "
+                                            "InstsegMultilevelRoIAlign node (TensorRT plugin).", show_default=False),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Simplify the graph with onnxslim."),
+    fp16: bool = typer.Option(False, "--fp16", help="--to trt: let TensorRT use FP16 kernels."),
+    int8: bool = typer.Option(False, "--int8", help="--to trt: INT8, from a Q/DQ model (instseg quantize) or with --calib."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="--to trt --int8: folder of calibration images for "
+                                         "TensorRT's own (implicit, deprecated) calibration of a float model.",
+                                         show_default=False),
+    min_shape: Optional[str] = typer.Option(None, "--min-shape", help="--to trt: smallest images input NxCxHxW "
+                                            "(with --opt-shape and --max-shape, instead of --batch/--size).",
+                                            show_default=False),
+    opt_shape: Optional[str] = typer.Option(None, "--opt-shape", help="--to trt: the shape TensorRT tunes for.",
+                                            show_default=False),
+    max_shape: Optional[str] = typer.Option(None, "--max-shape", help="--to trt: largest images input NxCxHxW.",
+                                            show_default=False),
+    workspace: Optional[float] = typer.Option(None, "--workspace", help="--to trt: builder workspace limit in GiB "
+                                              "(default: TensorRT's, the GPU's memory).", show_default=False),
+    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="--to trt: timing cache file, read when "
+                                                "present and updated (faster rebuilds).", show_default=False),
+    plugin_lib: Optional[Path] = typer.Option(None, "--plugin-lib", help="--to trt: libinstseg_plugins.so (default: "
+                                              "$INSTSEG_PLUGIN_LIB, then plugins/build/).", show_default=False),
 ) -> None:
     """Export the whole detector (backbone, RPN with NMS, ROI heads, masks) to ONNX."""
     from instseg_deploy.export.onnx_export import export_onnx, parse_batch, parse_size
     from instseg_deploy.model_files import load_model
 
+    if to == "trt":
+        from instseg_deploy.cli.export_trt import export_trt_command
+
+        export_trt_command(out, model, config, weights, fp16, int8, calib, batch, size, min_shape, opt_shape,
+                           max_shape, workspace, timing_cache, plugin_lib, opset, masks, roi_align)
+        return
     if to != "onnx":
-        raise InstsegError(f"--to {to!r} is not supported yet (available: onnx)")
+        raise InstsegError(f"--to {to!r} is not supported (available: onnx, trt)")
+    trt_only = {"--model": model, "--fp16": fp16, "--int8": int8, "--calib": calib, "--min-shape": min_shape,
+                "--opt-shape": opt_shape, "--max-shape": max_shape, "--workspace": workspace,
+                "--timing-cache": timing_cache, "--plugin-lib": plugin_lib}
+    given = [flag for flag, value in trt_only.items() if value not in (None, False)]
+    if given:
+        raise InstsegError(f"{', '.join(given)} only apply to --to trt")
     if weights is None:
         raise InstsegError("--weights is required")
     model, cfg = load_model(config, weights)
     with console.status("tracing and exporting"):
         report = export_onnx(model, cfg, out, opset=opset, batch=parse_batch(batch), size=parse_size(size),
-                             masks=masks, simplify=simplify, roi_align=roi_align)
+                             masks=masks, simplify=simplify, roi_align=roi_align or "onnx")
     simplified = f", simplified {report.nodes_before} -> {report.nodes_after} nodes" if report.simplified else \
         f", {report.nodes_after} nodes"
     Console().print(f"wrote {report.path} ({report.size_bytes / 2**20:.1f} MiB, opset {report.opset}{simplified})")

@@ -9,7 +9,6 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from instseg_deploy.atomic import atomic_path
@@ -98,7 +97,8 @@ def export_onnx(model: MaskRCNN, cfg: InstsegConfig, out: str | os.PathLike, ops
     with context, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic are expected here
         torch.onnx.export(wrapper, example, buffer, dynamo=False, opset_version=opset, input_names=inputs,
-                          output_names=outputs, dynamic_axes=dynamic_axes, do_constant_folding=True)
+                          output_names=outputs, dynamic_axes=dynamic_axes, do_constant_folding=True,
+                          custom_opsets=_custom_opsets(roi_align))
     proto = onnx.load_from_string(buffer.getvalue())
     nodes_before = len(proto.graph.node)
     simplified = False
@@ -137,10 +137,17 @@ def _plugin_roi_align():
         yield
 
 
+def _custom_opsets(roi_align: str) -> dict[str, int]:
+    if roi_align != "plugin":
+        return {}
+    from instseg_deploy.export.plugin_roi_align import OPSET_IMPORT
+
+    return OPSET_IMPORT
+
+
 def count_nodes(path: str | os.PathLike) -> int:
     import onnx
 
     return len(onnx.load(str(path), load_external_data=False).graph.node)
 
 
-__all__ = ["ExportReport", "export_onnx", "parse_batch", "parse_size", "count_nodes", "np"]

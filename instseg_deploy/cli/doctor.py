@@ -1,0 +1,170 @@
+"""`instseg doctor`: which backends this machine can run, and for each that it cannot, why and the fix."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from instseg_deploy.cli.common import user_errors
+from instseg_deploy.errors import InstsegError
+
+EXAMPLES = """
+Examples:
+
+  instseg doctor
+
+  instseg doctor --require trt,trt-plugin   (exit status 1 unless both are usable: for scripts and CI)
+"""
+
+ORT_GPU_INSTALL = "pip uninstall -y onnxruntime && pip install onnxruntime-gpu"
+TORCH_CUDA_INSTALL = "install a CUDA build of torch that matches the driver (the CPU-only wheel cannot use a GPU)"
+GPU_FIX = "run on a machine with an NVIDIA GPU and its driver (nvidia-smi must list it)"
+
+
+@dataclass
+class Environment:
+    """Facts about this machine that decide which backends work (probed once; tests build their own)."""
+
+    torch_version: Optional[str]
+    torch_cuda: Optional[str]  # CUDA version torch was built with, None for a CPU-only build
+    gpus: list[str]  # names of the visible CUDA devices
+    ort_version: Optional[str]
+    ort_providers: list[str]
+    trt_version: Optional[str]
+    trt_problem: Optional[str]  # why `import tensorrt` failed
+    plugin_library: Optional[Path]
+    plugin_problem: str  # where it was found, or why not and how to build it
+
+
+@dataclass
+class BackendStatus:
+    key: str  # what `--require` names
+    usable: bool
+    detail: str
+    fix: Optional[str] = None
+    notes: list[str] = field(default_factory=list)
+
+
+def probe_environment() -> Environment:
+    from instseg_deploy.backends.trt_plugin_lib import describe_plugin_library
+
+    torch_version = torch_cuda = None
+    gpus: list[str] = []
+    try:
+        import torch
+
+        torch_version, torch_cuda = torch.__version__, torch.version.cuda
+        if torch.cuda.is_available():
+            gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except ImportError:
+        pass
+    ort_version, providers = None, []
+    try:
+        import onnxruntime
+
+        ort_version, providers = onnxruntime.__version__, list(onnxruntime.get_available_providers())
+    except ImportError:
+        pass
+    trt_version = trt_problem = None
+    try:
+        trt_version = importlib.import_module("tensorrt").__version__
+    except ImportError as e:
+        trt_problem = "TensorRT is not installed" if e.name == "tensorrt" else f"TensorRT does not import ({e})"
+    plugin_path, plugin_problem = describe_plugin_library()
+    return Environment(torch_version, torch_cuda, gpus, ort_version, providers, trt_version, trt_problem,
+                       plugin_path, plugin_problem)
+
+
+def _gpu_fix(env: Environment) -> str:
+    return TORCH_CUDA_INSTALL if env.torch_version is not None and env.torch_cuda is None else GPU_FIX
+
+
+def _no_gpu(env: Environment) -> str:
+    if env.torch_version is not None and env.torch_cuda is None:
+        return f"torch {env.torch_version} is a CPU-only build, so no CUDA GPU can be seen"
+    return "no CUDA GPU visible (no NVIDIA GPU, no driver, or CUDA_VISIBLE_DEVICES hides it)"
+
+
+def backend_statuses(env: Environment) -> list[BackendStatus]:
+    """One row per backend (and the TensorRT plugin library), in the order `instseg doctor` prints."""
+    from instseg_deploy.export.trt_sidecar import TRT_INSTALL
+
+    rows = []
+    if env.torch_version is None:
+        rows.append(BackendStatus("torch", False, "torch is not installed", "pip install torch"))
+    else:
+        rows.append(BackendStatus("torch", True, f"torch {env.torch_version} on the CPU"))
+        rows.append(BackendStatus("torch-cuda", True, f"torch on {env.gpus[0]}") if env.gpus else
+                    BackendStatus("torch-cuda", False, _no_gpu(env), _gpu_fix(env)))
+    if env.ort_version is None:
+        rows.append(BackendStatus("ort", False, "onnxruntime is not installed", "pip install onnxruntime"))
+    else:
+        rows.append(BackendStatus("ort", "CPUExecutionProvider" in env.ort_providers,
+                                  f"onnxruntime {env.ort_version}, CPUExecutionProvider"))
+        for key, provider, extra in (("ort-cuda", "CUDAExecutionProvider", None),
+                                     ("ort-trt", "TensorrtExecutionProvider", "trt")):
+            if provider not in env.ort_providers:
+                rows.append(BackendStatus(key, False, f"onnxruntime {env.ort_version} has no {provider} "
+                                                      f"(available: {', '.join(env.ort_providers)})", ORT_GPU_INSTALL))
+            elif not env.gpus:
+                rows.append(BackendStatus(key, False, f"{provider} is present but {_no_gpu(env)}", _gpu_fix(env)))
+            elif extra == "trt" and env.trt_version is None:
+                rows.append(BackendStatus(key, False, f"{provider} is present but {env.trt_problem}", TRT_INSTALL))
+            else:
+                rows.append(BackendStatus(key, True, f"{provider} on {env.gpus[0]}"))
+    if env.trt_version is None:
+        rows.append(BackendStatus("trt", False, env.trt_problem or "TensorRT is not installed", TRT_INSTALL))
+    elif not env.gpus:
+        rows.append(BackendStatus("trt", False, f"TensorRT {env.trt_version} is installed but {_no_gpu(env)}",
+                                  _gpu_fix(env)))
+    else:
+        status = BackendStatus("trt", True, f"TensorRT {env.trt_version} on {env.gpus[0]}")
+        if not env.trt_version.startswith("10."):
+            status.notes.append(f"written for TensorRT 10; {env.trt_version} may lack the weakly-typed FP16/INT8 "
+                                "flags and implicit calibration")
+        rows.append(status)
+    if env.plugin_library is not None:
+        rows.append(BackendStatus("trt-plugin", True, f"plugin library {env.plugin_problem}"))
+    else:
+        from instseg_deploy.backends.trt_plugin_lib import BUILD_COMMAND
+
+        rows.append(BackendStatus("trt-plugin", False, "plugin library libinstseg_plugins.so not built (needed for "
+                                  "plugin-flavoured engines; --roi-align onnx engines run without it)", BUILD_COMMAND))
+    return rows
+
+
+@user_errors
+def doctor(require: Optional[str] = typer.Option(None, "--require", help="Comma-separated backends that must be "
+                                                 "usable (torch, torch-cuda, ort, ort-cuda, ort-trt, trt, trt-plugin); "
+                                                 "exit status 1 otherwise.", show_default=False)) -> None:
+    """Which backends are usable here; for each that is not, the reason and the install or build command."""
+    rows = backend_statuses(probe_environment())
+    by_key = {row.key: row for row in rows}
+    wanted = [k.strip() for k in (require or "").split(",") if k.strip()]
+    unknown = [k for k in wanted if k not in by_key]
+    if unknown:
+        raise InstsegError(f"--require: unknown backend(s) {', '.join(unknown)} (choose from {', '.join(by_key)})")
+    table = Table(title="instseg backends on this machine")
+    table.add_column("backend")
+    table.add_column("usable")
+    table.add_column("details / how to fix")
+    for row in rows:
+        text = escape(row.detail) + "".join(f"\nnote: {escape(n)}" for n in row.notes)
+        text += f"\n[bold]fix:[/] {escape(row.fix)}" if row.fix else ""
+        table.add_row(row.key, "[green]yes[/]" if row.usable else "[red]no[/]", text)
+    Console(soft_wrap=False).print(table)
+    missing = [k for k in wanted if not by_key[k].usable]
+    if missing:
+        Console(stderr=True).print(f"[bold red]error:[/] not usable here: {', '.join(missing)}", highlight=False)
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(epilog=EXAMPLES)(doctor)

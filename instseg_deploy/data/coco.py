@@ -1,0 +1,101 @@
+"""COCO-format instance segmentation datasets, with detectron2's category mapping."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from instseg_deploy.errors import InstsegError
+
+
+class DatasetError(InstsegError):
+    """A dataset or results file that cannot be used as given."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    id: int
+    path: Path
+    height: int
+    width: int
+
+
+@dataclass
+class CocoDataset:
+    """images in annotation order; ``category_ids[k]`` is the dataset id of contiguous class k
+    (sorted ids, as detectron2 maps them); ``class_names[k]`` its name."""
+
+    annotations_path: Path
+    images_dir: Path
+    images: list[ImageRecord]
+    category_ids: list[int]
+    class_names: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.category_ids)
+
+
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{what} not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{what} {path} is not valid JSON ({e})") from None
+
+
+def coco_root_paths(root: str | os.PathLike, split: str = "val2017") -> tuple[Path, Path]:
+    """(images dir, annotations file) of the COCO 2017 layout under ``root``."""
+    root = Path(root)
+    return root / split, root / "annotations" / f"instances_{split}.json"
+
+
+def load_coco_dataset(images_dir: str | os.PathLike, annotations: str | os.PathLike,
+                      check_files: bool = True) -> CocoDataset:
+    """Read a COCO instances file; every listed image must exist under ``images_dir``."""
+    annotations, images_dir = Path(annotations), Path(images_dir)
+    data = read_json(annotations, "annotations file")
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(
+            data.get("categories"), list):
+        raise DatasetError(f"{annotations} is not a COCO instances file (needs 'images' and 'categories' lists)")
+    if not data["categories"]:
+        raise DatasetError(f"{annotations} has no categories")
+    if not images_dir.is_dir():
+        raise DatasetError(f"images folder not found: {images_dir}")
+    cats = sorted(data["categories"], key=lambda c: c["id"])
+    try:
+        images = [ImageRecord(int(im["id"]), images_dir / im["file_name"], int(im["height"]), int(im["width"]))
+                  for im in data["images"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise DatasetError(f"{annotations}: an image entry lacks id/file_name/height/width ({e})") from None
+    if check_files:
+        missing = [im.path.name for im in images if not im.path.is_file()]
+        if missing:
+            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            raise DatasetError(f"{len(missing)} image(s) listed in {annotations.name} are missing from {images_dir}: {shown}")
+    return CocoDataset(annotations, images_dir, images, [int(c["id"]) for c in cats],
+                       tuple(str(c["name"]) for c in cats))
+
+
+def check_results(results: Any, gt_image_ids: set[int], gt_category_ids: set[int], source: str) -> list[dict]:
+    """Validate a COCO results list against the ground truth; one clear error for what is wrong."""
+    if not isinstance(results, list) or any(not isinstance(r, dict) for r in results):
+        raise DatasetError(f"{source} is not a COCO results file (expected a JSON list of detections)")
+    if not results:
+        raise DatasetError(f"{source} holds no detections")
+    for i, r in enumerate(results):
+        if not {"image_id", "category_id", "score"} <= set(r) or not ({"bbox", "segmentation"} & set(r)):
+            raise DatasetError(f"{source}: entry {i} needs image_id, category_id, score and bbox or segmentation")
+    unknown_images = sorted({r["image_id"] for r in results} - gt_image_ids)
+    if unknown_images:
+        raise DatasetError(f"{source}: {len(unknown_images)} image id(s) not in the annotations, e.g. {unknown_images[:5]}")
+    unknown_cats = sorted({r["category_id"] for r in results} - gt_category_ids)
+    if unknown_cats:
+        raise DatasetError(f"{source}: category id(s) {unknown_cats[:10]} not in the annotations")
+    return results

@@ -1,0 +1,1 @@
+"""COCO evaluation of backends (AP as detectron2 reports it)."""

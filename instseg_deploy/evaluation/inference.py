@@ -1,0 +1,41 @@
+"""Run a predictor over a dataset, turning each image's instances into COCO results at once.
+
+Masks are RLE-encoded per image as soon as they are predicted, so memory stays flat however
+long the run: no full-resolution mask outlives its image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from instseg_deploy.coco_format import instances_to_coco
+from instseg_deploy.data.coco import CocoDataset, DatasetError, ImageRecord
+from instseg_deploy.errors import ImageError
+from instseg_deploy.image_io import read_image
+from instseg_deploy.predictor import Predictor
+
+
+def shard(images: list[ImageRecord], rank: int, world_size: int) -> list[ImageRecord]:
+    """This rank's share of the images (strided, so shards stay balanced)."""
+    return images[rank::world_size]
+
+
+def predict_dataset(predictor: Predictor, dataset: CocoDataset, images: list[ImageRecord],
+                    on_image: Callable[[], None] | None = None) -> list[dict]:
+    """COCO results (dataset category ids, RLE masks) for ``images`` of ``dataset``."""
+    if len(predictor.class_names) != dataset.num_classes:
+        raise DatasetError(f"the model has {len(predictor.class_names)} classes but the dataset has "
+                           f"{dataset.num_classes} ({', '.join(dataset.class_names[:6])}...)")
+    results: list[dict] = []
+    for record in images:
+        try:
+            image, _ = read_image(record.path)
+        except ImageError as e:
+            raise DatasetError(f"image id {record.id}: {e}") from None
+        if image.shape[:2] != (record.height, record.width):
+            raise DatasetError(f"image id {record.id} ({record.path.name}) is {image.shape[1]}x{image.shape[0]} "
+                               f"but the annotations say {record.width}x{record.height}")
+        results.extend(instances_to_coco(predictor(image), record.id, dataset.category_ids))
+        if on_image is not None:
+            on_image()
+    return results
