@@ -33,23 +33,29 @@ def load_predictor(backend: str = "torch", config: str | os.PathLike | None = No
         if model is None:
             raise InstsegError("--model (an exported .onnx file) is required for --backend ort")
         from instseg_deploy.backends.ort_backend import SessionSettings, load_ort_runner
-        from instseg_deploy.export.metadata import preprocess_params
 
         fallback = _metadata_from_config(config) if config is not None else None
         runner = load_ort_runner(model, SessionSettings(tuple(providers), threads, optimization), fallback)
-        meta = runner.meta
-        if score_thresh is not None and score_thresh < meta["postprocess"]["score_thresh"]:
-            raise InstsegError(f"--score-thresh {score_thresh} is below the threshold baked into {model} "
-                               f"({meta['postprocess']['score_thresh']}); re-export with a lower "
-                               "MODEL.ROI_HEADS.SCORE_THRESH_TEST")
-        return Predictor(runner, preprocess_params(meta), tuple(meta["class_names"]), score_thresh=score_thresh or 0.0)
+        return exported_model_predictor(runner, model, score_thresh)
     if backend == "trt":
         if model is None:
             raise InstsegError("--model (a TensorRT .engine from `instseg export --to trt`) is required for --backend trt")
-        from instseg_deploy.backends.trt_backend import load_trt_predictor
+        from instseg_deploy.backends.trt_backend import load_trt_runner
 
-        return load_trt_predictor(model, score_thresh=score_thresh, device=device)
+        return exported_model_predictor(load_trt_runner(model, device=device), model, score_thresh)
     raise InstsegError(f"unknown backend {backend!r} (available: {', '.join(BACKENDS)})")
+
+
+def exported_model_predictor(runner, model, score_thresh: float | None) -> Predictor:
+    """A predictor for an exported model: classes, preprocessing and thresholds from its metadata."""
+    from instseg_deploy.export.metadata import preprocess_params
+
+    meta = runner.meta
+    if score_thresh is not None and score_thresh < meta["postprocess"]["score_thresh"]:
+        raise InstsegError(f"--score-thresh {score_thresh} is below the threshold baked into {model} "
+                           f"({meta['postprocess']['score_thresh']}); re-export with a lower "
+                           "MODEL.ROI_HEADS.SCORE_THRESH_TEST")
+    return Predictor(runner, preprocess_params(meta), tuple(meta["class_names"]), score_thresh=score_thresh or 0.0)
 
 
 def _metadata_from_config(config: str | os.PathLike) -> dict:

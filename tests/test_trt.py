@@ -759,10 +759,11 @@ def _ap(predictor, d2_dir) -> dict[str, float]:
     return {t: evaluate(gt, results, t).metrics()["AP"] for t in ("bbox", "segm")}
 
 
-def _trt_predictor(engine: Path, **kwargs):
-    from instseg_deploy.backends.trt_backend import load_trt_predictor
+def _trt_predictor(engine: Path, cuda_graph: bool = False):
+    from instseg_deploy.backends.trt_backend import load_trt_runner
+    from instseg_deploy.loading import exported_model_predictor
 
-    return load_trt_predictor(engine, **kwargs)
+    return exported_model_predictor(load_trt_runner(engine, cuda_graph=cuda_graph), engine, None)
 
 
 @needs_trt_and_gpu

@@ -253,18 +253,3 @@ def load_trt_runner(path: str | Path, plugin_lib: str | Path | None = None, devi
             last = logger.errors[-1] if logger.errors else "see the TensorRT log above"
             raise InstsegError(f"TensorRT could not deserialize {path}: {last}")
         return TrtRunner(trt, engine, sidecar["metadata"], index, cuda_graph, keep_alive=(runtime, logger))
-
-
-def load_trt_predictor(model: str | Path, score_thresh: float | None = None, device: str = "cuda",
-                       plugin_lib: str | Path | None = None, cuda_graph: bool = False):
-    """A :class:`Predictor` over a TensorRT engine (classes and preprocessing from its sidecar)."""
-    from instseg_deploy.export.metadata import preprocess_params
-    from instseg_deploy.predictor import Predictor
-
-    runner = load_trt_runner(model, plugin_lib, device, cuda_graph)
-    meta = runner.meta
-    if score_thresh is not None and score_thresh < meta["postprocess"]["score_thresh"]:
-        raise InstsegError(f"--score-thresh {score_thresh} is below the threshold baked into {model} "
-                           f"({meta['postprocess']['score_thresh']}); re-export with a lower "
-                           "MODEL.ROI_HEADS.SCORE_THRESH_TEST")
-    return Predictor(runner, preprocess_params(meta), tuple(meta["class_names"]), score_thresh=score_thresh or 0.0)

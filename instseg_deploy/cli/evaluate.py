@@ -28,7 +28,7 @@ Examples:
 """
 
 
-def _print_tables(results: dict, title: str) -> None:
+def print_tables(results: dict, title: str) -> None:
     out = Console()
     table = Table(title=f"{title}: COCO AP (%)")
     table.add_column("type")
@@ -49,7 +49,7 @@ def _print_tables(results: dict, title: str) -> None:
     out.print(cats)
 
 
-def _write_outputs(out: Optional[Path], results: dict, detections: Optional[list]) -> None:
+def write_outputs(out: Optional[Path], results: dict, detections: Optional[list]) -> None:
     if out is None:
         return
     from instseg_deploy.atomic import write_json
@@ -95,8 +95,8 @@ def evaluate(
         detections = check_results(read_json(predictions, "results file"), set(gt.getImgIds()),
                                    set(gt.getCatIds()), str(predictions))
         results = {t: coco_evaluate(gt, detections, t, evaluator) for t in iou_types_present(detections)}
-        _print_tables(results, predictions.name)
-        _write_outputs(out, results, None)
+        print_tables(results, predictions.name)
+        write_outputs(out, results, None)
         return
 
     if coco_root is not None:
@@ -121,21 +121,37 @@ def _checked_annotations(annotations: Path) -> Path:
 def _evaluate_backend(backend, config, weights, model, providers, threads, images, annotations, out, limit,
                       evaluator, device) -> None:
     from instseg_deploy.data.coco import load_coco_dataset
-    from instseg_deploy.evaluation.coco_eval import evaluate as coco_evaluate
-    from instseg_deploy.evaluation.coco_eval import load_ground_truth
-    from instseg_deploy.evaluation.distributed import finish, gather_lists, init_from_env
-    from instseg_deploy.evaluation.inference import predict_dataset, shard
+    from instseg_deploy.evaluation.distributed import finish, init_from_env
     from instseg_deploy.loading import load_predictor
 
     dataset = load_coco_dataset(images, _checked_annotations(annotations))
     records = dataset.images[:limit] if limit else dataset.images
     rank, world_size = init_from_env()
     predictor = load_predictor(backend, config, weights, model, device=device, providers=providers, threads=threads)
+    results, detections = evaluate_predictor(predictor, dataset, records, evaluator, f"eval {backend}",
+                                             restrict=bool(limit), rank=rank, world_size=world_size)
+    if rank == 0:
+        print_tables(results, f"{backend} on {annotations.name} ({len(records)} images)")
+        write_outputs(out, results, detections)
+        console.print(f"{len(records)} images, {len(detections)} detections"
+                      + (f" -> {out}/metrics.json, detections.json" if out else ""))
+    finish(world_size)
+
+
+def evaluate_predictor(predictor, dataset, records, evaluator: str, label: str, restrict: bool = False,
+                       rank: int = 0, world_size: int = 1):
+    """Predict this rank's share of ``records`` with a progress bar; on rank 0 return
+    ({iou type: EvalResult}, all detections), elsewhere (None, None)."""
+    from instseg_deploy.evaluation.coco_eval import evaluate as coco_evaluate
+    from instseg_deploy.evaluation.coco_eval import load_ground_truth
+    from instseg_deploy.evaluation.distributed import gather_lists
+    from instseg_deploy.evaluation.inference import predict_dataset, shard
+
     mine = shard(records, rank, world_size)
     start = time.perf_counter()
     with progress_bar() as progress:
-        label = f"eval {backend}" + (f" (rank {rank}/{world_size})" if world_size > 1 else "")
-        task = progress.add_task(label, total=len(mine), rate="")
+        task = progress.add_task(label + (f" (rank {rank}/{world_size})" if world_size > 1 else ""), total=len(mine),
+                                 rate="")
 
         def on_image():
             done = progress.tasks[task].completed + 1
@@ -143,17 +159,13 @@ def _evaluate_backend(backend, config, weights, model, providers, threads, image
 
         detections = predict_dataset(predictor, dataset, mine, on_image)
     detections = gather_lists(detections, world_size)
-    if rank == 0:
-        if not detections:
-            raise InstsegError("the model found no detections on this dataset; nothing to evaluate")
-        gt = load_ground_truth(annotations, evaluator)
-        ids = [r.id for r in records] if limit else None
-        results = {t: coco_evaluate(gt, detections, t, evaluator, ids) for t in ("bbox", "segm")}
-        _print_tables(results, f"{backend} on {annotations.name} ({len(records)} images)")
-        _write_outputs(out, results, detections)
-        console.print(f"{len(records)} images, {len(detections)} detections"
-                      + (f" -> {out}/metrics.json, detections.json" if out else ""))
-    finish(world_size)
+    if rank != 0:
+        return None, None
+    if not detections:
+        raise InstsegError("the model found no detections on this dataset; nothing to evaluate")
+    gt = load_ground_truth(dataset.annotations_path, evaluator)
+    ids = [r.id for r in records] if restrict else None
+    return {t: coco_evaluate(gt, detections, t, evaluator, ids) for t in ("bbox", "segm")}, detections
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks: latency/throughput per backend against the machine's measured compute peak."""

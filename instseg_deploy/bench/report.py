@@ -1,0 +1,91 @@
+"""Benchmark rows as a rich table, JSON, Markdown and a PNG chart."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from rich.table import Table
+
+from instseg_deploy.atomic import atomic_path, write_json
+
+COLUMNS = ("backend", "batch", "threads", "img/s", "e2e mean", "e2e p50", "e2e p90", "e2e p99", "model p50",
+           "startup s", "RSS MB", "GFLOP/img", "GFLOP/s", "% peak")
+
+
+def cells(row: dict) -> list[str]:
+    e, m = row["end_to_end_ms"], row["model_ms"]
+    return [row["label"], str(row["batch"]), str(row["threads"]), f"{row['images_per_s']:.2f}", f"{e['mean']:.1f}",
+            f"{e['p50']:.1f}", f"{e['p90']:.1f}", f"{e['p99']:.1f}", f"{m['p50']:.1f}", f"{row['startup_s']:.2f}",
+            f"{row['peak_rss_mb']:.0f}", f"{row['gflops_per_image']:.1f}", f"{row['achieved_gflops_per_s']:.1f}",
+            f"{row['percent_of_peak']:.1f}"]
+
+
+def rich_table(result: dict) -> Table:
+    table = Table(title=f"instseg bench: input {result['input']}, latencies in ms "
+                        f"(peak {result['peak_gflops_per_s']:.0f} GFLOP/s measured by sgemm)")
+    for c in COLUMNS:
+        table.add_column(c, justify="left" if c == "backend" else "right")
+    for row in result["rows"]:
+        table.add_row(*cells(row))
+    return table
+
+
+def markdown(result: dict) -> str:
+    lines = [f"Input: {result['input']}. Latencies in ms; img/s end to end (preprocess + model + postprocess); "
+             f"model p50 is the backend's run alone. Peak: {result['peak_gflops_per_s']:.0f} GFLOP/s "
+             f"(float32 sgemm, {result['peak_threads']} threads, measured in this run).", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cells(row)) + " |" for row in result["rows"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(result: dict, json_path: str | os.PathLike | None, markdown_path: str | os.PathLike | None,
+                  plot_path: str | os.PathLike | None) -> None:
+    if json_path:
+        write_json(json_path, result)
+    if markdown_path:
+        with atomic_path(markdown_path) as tmp:
+            tmp.write_text(markdown(result), encoding="utf-8")
+    if plot_path:
+        plot(result, Path(plot_path))
+
+
+def plot(result: dict, path: Path) -> None:
+    """Bars of end-to-end p50 with p90/p99 whiskers, and images/s, one bar per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    names = [f"{r['label']}\nb{r['batch']} t{r['threads']}" for r in rows]
+    p50 = [r["end_to_end_ms"]["p50"] for r in rows]
+    p90 = [r["end_to_end_ms"]["p90"] for r in rows]
+    p99 = [r["end_to_end_ms"]["p99"] for r in rows]
+    model = [r["model_ms"]["p50"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(rows) * 2), 4.5))
+    x = range(len(rows))
+    ax1.bar(x, p50, color="#4c72b0", label="end to end p50")
+    ax1.bar(x, model, color="#dd8452", width=0.4, label="model only p50")
+    ax1.errorbar(x, p50, yerr=[[0] * len(rows), [b - a for a, b in zip(p50, p99)]], fmt="none", ecolor="black",
+                 capsize=4, label="p99")
+    ax1.scatter(x, p90, marker="_", color="black", s=200, label="p90")
+    ax1.set_xticks(list(x), names, fontsize=8)
+    ax1.set_ylabel("latency per batch (ms)")
+    ax1.legend(fontsize=8)
+    ax2.bar(x, [r["images_per_s"] for r in rows], color="#55a868")
+    for i, r in enumerate(rows):
+        ax2.text(i, r["images_per_s"], f"{r['percent_of_peak']:.0f}% of peak", ha="center", va="bottom", fontsize=8)
+    ax2.set_xticks(list(x), names, fontsize=8)
+    ax2.set_ylabel("images / s (end to end)")
+    fig.suptitle(f"instseg bench, input {result['input']}")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def load(path: str | os.PathLike) -> dict:
+    return json.loads(Path(path).read_text())

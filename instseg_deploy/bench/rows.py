@@ -1,0 +1,138 @@
+"""One benchmark row: a backend, a model, a batch size and a thread count, measured in a fresh process.
+
+A fresh process per row keeps rows independent (thread pools, allocator state, peak memory).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing as mp
+import os
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from instseg_deploy.bench.stats import latency_stats
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    backend: str  # torch | ort | trt
+    label: str  # what the table shows, e.g. "ort fp32"
+    batch: int
+    threads: int
+    images: tuple[str, ...]
+    warmup: int
+    iters: int
+    min_size: int | None  # override of the model's test resize (None: the model's own)
+    max_size: int | None
+    config: str | None = None
+    weights: str | None = None
+    model: str | None = None
+    device: str = "cpu"
+
+
+def _load(spec: RowSpec):
+    from instseg_deploy.loading import load_predictor
+
+    return load_predictor(spec.backend, spec.config, spec.weights, spec.model, device=spec.device,
+                          threads=spec.threads)
+
+
+def _measure(spec: RowSpec) -> dict:
+    import torch
+
+    from instseg_deploy.image_io import read_image
+    from instseg_deploy.processing.preprocess import preprocess
+
+    torch.set_num_threads(spec.threads)
+    start = time.perf_counter()
+    predictor = _load(spec)
+    startup = time.perf_counter() - start
+    if spec.min_size:
+        predictor.params = dataclasses.replace(predictor.params, min_size=spec.min_size, max_size=spec.max_size)
+    images = [read_image(p)[0] for p in spec.images]
+    batches = [images[i:i + spec.batch] for i in range(0, len(images) - spec.batch + 1, spec.batch)] or [images]
+    cuda = spec.device.startswith("cuda")
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    end_to_end, model_only, detections = [], [], 0
+    for i in range(spec.warmup + spec.iters):
+        chunk = batches[i % len(batches)]
+        prepared = preprocess(chunk, predictor.params, predictor.channel_order, pad_to=predictor.runner.pad_to)
+        sync()
+        t0 = time.perf_counter()
+        predictor.runner.run(prepared)
+        sync()
+        t1 = time.perf_counter()
+        results = predictor.predict(chunk)
+        sync()
+        t2 = time.perf_counter()
+        if i >= spec.warmup:
+            model_only.append(t1 - t0)
+            end_to_end.append(t2 - t1)
+            detections += sum(len(r) for r in results)
+    row = {
+        "backend": spec.backend, "label": spec.label, "batch": spec.batch, "threads": spec.threads,
+        "startup_s": startup, "end_to_end_ms": latency_stats(end_to_end), "model_ms": latency_stats(model_only),
+        "images_per_s": spec.batch / (sum(end_to_end) / len(end_to_end)),
+        "model_images_per_s": spec.batch / (sum(model_only) / len(model_only)),
+        "detections_per_image": detections / (spec.iters * spec.batch),
+        "input_hw": list(prepared.images.shape[2:]),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    if cuda:
+        row["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return row
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM, not getrusage: ru_maxrss survives exec, so a
+    spawned child would report its parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _child(spec: RowSpec, queue) -> None:
+    try:
+        queue.put(("ok", _measure(spec)))
+    except BaseException as e:  # report any failure to the parent instead of dying silently
+        queue.put(("error", f"{type(e).__name__}: {e}"))
+
+
+def run_row(spec: RowSpec, timeout_s: float = 3600) -> dict:
+    """Measure one row in a spawned process; raises RuntimeError with the child's error."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    env_threads = str(spec.threads)
+    old = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    os.environ.update({"OMP_NUM_THREADS": env_threads, "MKL_NUM_THREADS": env_threads})
+    try:
+        proc = ctx.Process(target=_child, args=(spec, queue))
+        proc.start()
+        status, payload = queue.get(timeout=timeout_s)
+        proc.join()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if status != "ok":
+        raise RuntimeError(f"{spec.label} (batch {spec.batch}, {spec.threads} threads): {payload}")
+    return payload
+
+
+def image_paths(folder: Path) -> tuple[str, ...]:
+    from instseg_deploy.image_io import list_images
+
+    return tuple(str(p) for p in list_images([folder]))

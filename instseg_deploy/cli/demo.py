@@ -1,0 +1,128 @@
+"""`instseg demo`: the whole path on a fresh machine -- dataset, model, ONNX, AP torch vs ORT, speed."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from instseg_deploy.cli.common import console, user_errors
+from instseg_deploy.errors import InstsegError
+
+EXAMPLES = """
+Examples:
+
+  instseg demo --out demo_out
+
+  instseg demo --out demo_synth --synth 60 --config my/config.yaml --weights my/model_final.pth
+"""
+
+# The detectron2-trained example model and its generated shapes set, bundled with the repository.
+BUNDLED = Path(__file__).resolve().parents[2] / "tests" / "data" / "detectron2"
+
+
+def _step(n: int, text: str) -> None:
+    console.rule(f"[bold]{n}. {text}")
+
+
+@user_errors
+def demo(
+    out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Folder for every artefact of the demo."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Model config (default: the bundled example).",
+                                          show_default=False),
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Checkpoint (default: the bundled example).",
+                                           show_default=False),
+    synth: Optional[int] = typer.Option(None, "--synth", help="Evaluate on N freshly generated images instead of the "
+                                        "bundled generated val set.", min=1, show_default=False),
+    bench_iters: int = typer.Option(5, "--bench-iters", help="Timed iterations per benchmark row.", min=1),
+) -> None:
+    """Dataset -> model -> ONNX export -> COCO AP torch vs ONNX Runtime -> speed table, all in --out."""
+    from instseg_deploy.atomic import write_json
+    from instseg_deploy.bench.report import markdown, plot, rich_table
+    from instseg_deploy.cli.bench import run_bench
+    from instseg_deploy.cli.evaluate import evaluate_predictor
+    from instseg_deploy.data.coco import load_coco_dataset
+    from instseg_deploy.export.onnx_export import export_onnx
+    from instseg_deploy.loading import load_predictor
+    from instseg_deploy.model_files import load_model
+
+    start = time.perf_counter()
+    if config is not None and weights is None:
+        raise InstsegError("--config needs --weights")
+    if weights is None:
+        config, weights = BUNDLED / "shapes_r50" / "config.yaml", BUNDLED / "shapes_r50" / "model_final.pkl"
+        if not weights.is_file():
+            raise InstsegError(f"the bundled example model is missing ({weights}); run from a clone of the "
+                               "repository or pass --config/--weights")
+    out.mkdir(parents=True, exist_ok=True)
+
+    _step(1, "dataset")
+    if synth:
+        from instseg_deploy.data.synth import generate
+
+        data_dir = out / "dataset"
+        if not (data_dir / "annotations.json").is_file():
+            generate(data_dir, synth, seed=0)
+        images, annotations = data_dir / "images", data_dir / "annotations.json"
+    else:
+        images, annotations = BUNDLED / "shapes_val" / "images", BUNDLED / "shapes_val" / "annotations.json"
+    dataset = load_coco_dataset(images, annotations)
+    console.print(f"{len(dataset.images)} images, classes: {', '.join(dataset.class_names)}")
+
+    _step(2, "model")
+    net, cfg = load_model(config, weights)
+    cfg.class_names = dataset.class_names
+    console.print(f"{cfg.source}: ResNet-{cfg.model.resnet.depth}-FPN Mask R-CNN, {cfg.model.num_classes} classes, "
+                  f"{sum(p.numel() for p in net.parameters()):,} parameters")
+
+    _step(3, "ONNX export")
+    with console.status("tracing and exporting"):
+        report = export_onnx(net, cfg, out / "model.onnx")
+    console.print(f"{report.path}: {report.nodes_after} nodes (from {report.nodes_before}), "
+                  f"{report.size_bytes / 2**20:.1f} MiB")
+
+    _step(4, "COCO AP: torch vs ONNX Runtime")
+    metrics = {}
+    for backend, kwargs in (("torch", {"config": config, "weights": weights}), ("ort", {"model": report.path})):
+        predictor = load_predictor(backend, **kwargs)
+        results, detections = evaluate_predictor(predictor, dataset, dataset.images, "faster-coco-eval",
+                                                 f"eval {backend}")
+        metrics[backend] = {t: r.metrics() for t, r in results.items()}
+        write_json(out / f"detections_{backend}.json", detections)
+    write_json(out / "metrics.json", metrics)
+    table = Table(title="COCO AP (%), same checkpoint")
+    for col in ("backend", "bbox AP", "bbox AP50", "segm AP", "segm AP50"):
+        table.add_column(col, justify="left" if col == "backend" else "right")
+    for backend, m in metrics.items():
+        table.add_row(backend, *(_fmt(m[t][k]) for t, k in (("bbox", "AP"), ("bbox", "AP50"), ("segm", "AP"),
+                                                             ("segm", "AP50"))))
+    Console().print(table)
+
+    _step(5, "speed")
+    result = run_bench(["torch", "ort"], config, weights, [report.path], images, None, [1], [_cores()], 1,
+                       bench_iters)
+    write_json(out / "bench.json", result)
+    (out / "bench.md").write_text(markdown(result), encoding="utf-8")
+    plot(result, out / "bench.png")
+    Console(width=max(Console().width, 150)).print(rich_table(result))
+    console.print(f"done in {time.perf_counter() - start:.0f} s; artefacts in {out}/: model.onnx, metrics.json, "
+                  "detections_*.json, bench.json/.md/.png")
+
+
+def _fmt(value: float) -> str:
+    return "nan" if isinstance(value, float) and math.isnan(value) else f"{value:.2f}"
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def register(app: typer.Typer) -> None:
+    app.command(epilog=EXAMPLES)(demo)

@@ -1,0 +1,49 @@
+"""`instseg bench` end to end on the tiny model: structure and sanity of what it reports (no timing thresholds)."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from instseg_deploy.checkpoint.writer import save_checkpoint
+from instseg_deploy.cli.main import app
+from instseg_deploy.config import load_config
+from instseg_deploy.modeling import build_model
+
+runner = CliRunner()
+
+
+def test_bench_torch_and_ort_rows(tmp_path, tiny_config_path):
+    cfg = load_config(tiny_config_path)
+    weights = tmp_path / "tiny.pth"
+    save_checkpoint(weights, build_model(cfg.model), cfg.raw, ("disc", "square", "triangle", "ring"))
+    out = tmp_path / "bench"
+    result = runner.invoke(app, ["bench", "--backend", "torch,ort", "--weights", str(weights), "--size", "128x192",
+                                 "--batch", "2", "--threads", "1", "--warmup", "1", "--iters", "3",
+                                 "--json", str(out / "b.json"), "--markdown", str(out / "b.md"),
+                                 "--plot", str(out / "b.png")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "b.json").read_text())
+    rows = report["rows"]
+    assert [(r["label"], r["batch"], r["threads"]) for r in rows] == [("torch fp32", 2, 1), ("ort fp32", 2, 1)]
+    assert report["peak_gflops_per_s"] > 0 and report["machine"]["cores"] >= 1
+    for row in rows:
+        for key in ("end_to_end_ms", "model_ms"):
+            s = row[key]
+            assert 0 < s["p50"] <= s["p90"] <= s["p99"] and s["mean"] > 0
+        assert row["images_per_s"] > 0 and row["startup_s"] > 0 and row["peak_rss_mb"] > 50
+        assert row["gflops_per_image"] > 0 and 0 < row["percent_of_peak"]
+        assert row["input_hw"] == [128, 192]
+    table = (out / "b.md").read_text()
+    assert table.count("\n| ") == 1 + len(rows) and "% peak" in table
+    assert (out / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_rejects_bad_requests(tmp_path):
+    result = runner.invoke(app, ["bench", "--backend", "tensorflow"])
+    assert result.exit_code != 0 and "unknown backend" in result.output
+    result = runner.invoke(app, ["bench", "--backend", "torch"])
+    assert result.exit_code != 0 and "needs --weights" in result.output
+    result = runner.invoke(app, ["bench", "--backend", "ort", "--model", str(tmp_path / "none.onnx")])
+    assert result.exit_code != 0 and "not found" in result.output
