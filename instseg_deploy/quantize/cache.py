@@ -1,0 +1,54 @@
+"""The calibration cache: measured activation ranges, reused while model and images are unchanged.
+
+The file is ONNX Runtime's own calibration-cache JSON (``onnxruntime.quantization`` reads it
+with ``calibration_cache_path``) plus one ``instseg`` block: a fingerprint of what produced
+the ranges (model file digest, calibration method and options, image set digest). A cache
+whose fingerprint differs is stale and is recomputed, never silently reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from instseg_deploy.atomic import atomic_path
+
+FINGERPRINT_KEY = "instseg"
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def load_ranges(path: str | os.PathLike, fingerprint: dict[str, Any]):
+    """The cached ``TensorsData`` when ``path`` holds ranges for exactly ``fingerprint``, else None."""
+    from onnxruntime.quantization.calibrate import TensorsData
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        if payload.get(FINGERPRINT_KEY) != fingerprint:
+            return None
+        return TensorsData.from_dict(payload)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+        return None  # unreadable or from another version: recalibrate
+
+
+def save_ranges(path: str | os.PathLike, fingerprint: dict[str, Any], ranges) -> None:
+    """Write ``ranges`` (a ``TensorsData``) with its fingerprint atomically."""
+    from onnxruntime.quantization.calibrate import CalibrationCacheEncoder
+
+    payload = ranges.to_dict()
+    payload["smooth_quant"] = False  # read by quantize_static when it loads the cache
+    payload[FINGERPRINT_KEY] = fingerprint
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, cls=CalibrationCacheEncoder), encoding="utf-8")

@@ -1,0 +1,125 @@
+"""Rewrite a symmetric-INT8 QDQ graph so that ONNX Runtime's x86 CPU kernels can fuse it.
+
+ONNX Runtime runs ``DQ -> Conv -> Q`` as one integer QLinearConv. On x86 its fast kernels take
+unsigned activations: a graph transformer turns each int8 ``Q -> DQ`` pair into uint8 (zero
+point 128, same values) -- but only where a QuantizeLinear feeds exactly one
+DequantizeLinear. ``onnxruntime.quantization`` shares one Q/DQ pair among all consumers of a
+tensor (a ResNet block's output feeds the next block's conv1, its shortcut conv and the
+residual Add), which leaves every such consumer conv in float.
+
+This pass gives each quantized consumer its own Q/DQ pair (same zero point, the scale moved by
+one float32 ulp so that common-subexpression elimination does not merge the pairs back) and
+lets float consumers -- residual Adds, FPN upsampling, RoIAlign -- read the unquantized tensor,
+as in the FP32 model. Conv/Gemm/MatMul inputs are quantized exactly as before; TensorRT reads
+the same graph (its Q/DQ fusions do not need the float consumers quantized).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+QUANTIZED_CONSUMERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def _consumers(graph) -> dict[str, list]:
+    found: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            found.setdefault(name, []).append(node)
+    return found
+
+
+def _replace_input(node, old: str, new: str) -> None:
+    for i, name in enumerate(node.input):
+        if name == old:
+            node.input[i] = new
+
+
+def _nudged_scale(scale: np.ndarray, steps: int) -> np.ndarray:
+    """``scale`` moved ``steps`` float32 ulps up: a distinct but equal-in-effect constant."""
+    out = scale.astype(np.float32)
+    for _ in range(steps):
+        out = np.nextafter(out, np.float32(np.inf))
+    return out
+
+
+def dedicate_qdq_pairs(model) -> tuple[int, int]:
+    """Rewrite ``model`` (ModelProto, in place); returns (float consumers rewired, pairs added)."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    consumers = _consumers(graph)
+    initializers = {init.name: init for init in graph.initializer}
+    added_nodes, rewired, added = [], 0, 0
+    for dq in list(graph.node):
+        q = producers.get(dq.input[0]) if dq.op_type == "DequantizeLinear" else None
+        if q is None or q.op_type != "QuantizeLinear" or len(q.input) < 3 or q.input[1] not in initializers:
+            continue  # weights (DQ of an initializer) and unusual pairs are left alone
+        users = consumers.get(dq.output[0], [])
+        quantized = [u for u in users if u.op_type in QUANTIZED_CONSUMERS]
+        if len(users) <= 1 or not quantized:
+            continue
+        for user in users:
+            if user.op_type not in QUANTIZED_CONSUMERS:
+                _replace_input(user, dq.output[0], q.input[0])  # float consumer reads the float tensor
+                rewired += 1
+        scale = numpy_helper.to_array(initializers[q.input[1]])
+        for k, user in enumerate(quantized[1:], start=1):
+            scale_name = f"{q.input[1]}_dedicated{k}"
+            graph.initializer.append(numpy_helper.from_array(_nudged_scale(scale, k), scale_name))
+            q_out, dq_out = f"{q.output[0]}_dedicated{k}", f"{dq.output[0]}_dedicated{k}"
+            added_nodes.append(helper.make_node("QuantizeLinear", [q.input[0], scale_name, q.input[2]], [q_out],
+                                                name=f"{q.name}_dedicated{k}"))
+            added_nodes.append(helper.make_node("DequantizeLinear", [q_out, scale_name, dq.input[2]], [dq_out],
+                                                name=f"{dq.name}_dedicated{k}"))
+            _replace_input(user, dq.output[0], dq_out)
+            added += 1
+    if added_nodes:
+        graph.node.extend(added_nodes)
+    _prune_dead_qdq(graph)
+    _sort_topologically(graph)
+    return rewired, added
+
+
+def _prune_dead_qdq(graph) -> None:
+    """Drop Q/DQ nodes whose outputs nothing reads any more."""
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {name for node in graph.node for name in node.input} | outputs
+        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in used for o in n.output)]
+        if not dead:
+            return
+        for node in dead:
+            graph.node.remove(node)
+
+
+def _sort_topologically(graph) -> None:
+    """ONNX requires nodes in topological order; new pairs were appended at the end."""
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    producer_of = {out: i for i, node in enumerate(graph.node) for out in node.output}
+    nodes = list(graph.node)
+    order, placed = [], [False] * len(nodes)
+
+    def place(i: int) -> None:
+        # Iterative depth-first placement of a node after its inputs' producers (graphs are deep).
+        todo = [(i, False)]
+        while todo:
+            idx, expanded = todo.pop()
+            if placed[idx]:
+                continue
+            if expanded:
+                placed[idx] = True
+                order.append(nodes[idx])
+                continue
+            todo.append((idx, True))
+            for name in nodes[idx].input:
+                p = producer_of.get(name)
+                if name not in available and p is not None and not placed[p]:
+                    todo.append((p, False))
+
+    for i in range(len(nodes)):
+        place(i)
+    del graph.node[:]
+    graph.node.extend(order)

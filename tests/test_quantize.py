@@ -1,0 +1,381 @@
+"""INT8 (QDQ) and FP16 models of the fixture detector: calibration data, graph structure,
+metadata, detections against FP32 through the ORT backend, the calibration cache, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import typer
+from onnx import numpy_helper
+from typer.testing import CliRunner
+
+from instseg_deploy.cli import quantize as quantize_cli
+from instseg_deploy.errors import InstsegError
+from instseg_deploy.export.metadata import METADATA_KEY
+from instseg_deploy.image_io import read_image
+from instseg_deploy.parity import box_iou
+from instseg_deploy.processing.preprocess import PreprocessParams
+from instseg_deploy.quantize.calibration import (
+    CalibrationError,
+    ImageCalibrationReader,
+    calibration_images,
+)
+from instseg_deploy.quantize.fp16 import convert_fp16
+from instseg_deploy.quantize.qdq import QuantizeSettings, quantize_int8
+from instseg_deploy.quantize.qdq_layout import dedicate_qdq_pairs
+from instseg_deploy.quantize.sensitivity import output_error
+from instseg_deploy.quantize.stages import SENSITIVE_LAYERS, stage_of
+
+runner = CliRunner()
+PARAMS = PreprocessParams("BGR", 64, 96, (103.53, 116.28, 123.675), (1.0, 1.0, 1.0), 32)
+USER_EXCLUDE = r"res2/res2\.0/conv1/"  # one backbone conv the user asks to keep float
+NUM_CALIB = 3
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        """test app"""
+
+    quantize_cli.register(app)
+    return app
+
+
+@pytest.fixture(scope="module")
+def calib_dir(tmp_path_factory, d2_dir):
+    """A few real images (photos, not the evaluated shapes) plus one corrupt file."""
+    folder = tmp_path_factory.mktemp("calib")
+    for name in ("coffee.png", "det.jpg", "rocket.jpg"):
+        shutil.copy(d2_dir / "photos" / name, folder / name)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def int8_model(tmp_path_factory, exported_onnx, calib_dir):
+    out = tmp_path_factory.mktemp("int8")
+    skipped = []
+    report = quantize_int8(exported_onnx["raw"], out / "model.int8.onnx", calibration_images(calib_dir),
+                           QuantizeSettings(exclude=(USER_EXCLUDE,)), cache_path=out / "calib.json",
+                           on_skip=lambda path, reason: skipped.append(path.name))
+    return report, skipped
+
+
+@pytest.fixture(scope="module")
+def fp16_model(tmp_path_factory, exported_onnx):
+    return convert_fp16(exported_onnx["raw"], tmp_path_factory.mktemp("fp16") / "model.fp16.onnx")
+
+
+# --- calibration data -------------------------------------------------------------------------
+
+def test_reader_skips_and_reports_a_corrupt_image(calib_dir):
+    progress, skipped = [], []
+    reader = ImageCalibrationReader(calibration_images(calib_dir), PARAMS, ["images", "image_sizes"],
+                                    on_image=lambda done, total: progress.append((done, total)),
+                                    on_skip=lambda path, reason: skipped.append((path.name, reason)))
+    feeds = list(reader)
+    assert len(feeds) == 3 and reader.used == 3
+    assert [name for name, _ in skipped] == ["broken.jpg"] and "cannot decode" in skipped[0][1]
+    assert progress[-1] == (4, 4) and len(progress) == 4  # every file, used or skipped, advances the bar
+    for f in feeds:
+        assert set(f) == {"images", "image_sizes"}
+        assert f["images"].dtype == np.float32 and f["images"].shape[:2] == (1, 3)
+        assert f["images"].shape[2] % 32 == 0 and f["images"].shape[3] % 32 == 0
+        assert f["image_sizes"].dtype == np.int64 and min(f["image_sizes"][0]) == 64  # resized short side
+
+
+def test_reader_feeds_match_the_shared_preprocessing(calib_dir):
+    from instseg_deploy.processing.preprocess import preprocess
+
+    path = calibration_images(calib_dir)[1]
+    feeds = next(iter(ImageCalibrationReader([path], PARAMS, ["images", "image_sizes", "original_sizes"])))
+    expected = preprocess([read_image(path)[0]], PARAMS)
+    np.testing.assert_array_equal(feeds["images"], expected.images)
+    np.testing.assert_array_equal(feeds["original_sizes"], expected.original_sizes)
+
+
+def test_empty_calibration_set_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("no images here")
+    with pytest.raises(CalibrationError, match="calibration set is empty"):
+        calibration_images(tmp_path)
+    with pytest.raises(CalibrationError, match="not found"):
+        calibration_images(tmp_path / "missing")
+
+
+def test_only_unreadable_images_are_refused(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"garbage")
+    reader = ImageCalibrationReader(calibration_images(tmp_path), PARAMS, ["images"])
+    with pytest.raises(CalibrationError, match="none of the 1 calibration images could be read"):
+        list(reader)
+
+
+def test_num_images_takes_a_fixed_subset(d2_dir):
+    folder = d2_dir / "shapes_val" / "images"
+    first, again = calibration_images(folder, num_images=5), calibration_images(folder, num_images=5)
+    assert first == again and len(first) == 5 and first == sorted(first)
+    assert len(calibration_images(folder, num_images=1000)) == 100
+
+
+# --- INT8 model -------------------------------------------------------------------------------
+
+def _graph_maps(model):
+    producers = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    return producers, consumers
+
+
+def test_int8_has_qdq_around_convs_and_keeps_sensitive_nodes_float(int8_model, exported_onnx):
+    report, skipped = int8_model
+    assert skipped == ["broken.jpg"] and report.calibration.images_used == NUM_CALIB
+    model = onnx.load(str(report.path))
+    producers, _ = _graph_maps(model)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    convs = {n.name: n for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")}
+    quantized = [name for name, n in convs.items()
+                 if n.input[0] in producers and producers[n.input[0]].op_type == "DequantizeLinear"]
+    assert sorted(quantized) == sorted(report.quantized)
+    assert any("bottom_up" in q for q in quantized) and any("mask_head/mask_fcn" in q for q in quantized)
+    assert any("box_head/fc1" in q for q in quantized) and any("fpn_output" in q for q in quantized)
+    for name in report.quantized:
+        node = convs[name]
+        weight_dq = producers[node.input[1]]
+        assert weight_dq.op_type == "DequantizeLinear"
+        scale, zero = inits[weight_dq.input[1]], inits[weight_dq.input[2]]
+        out_channels = inits[weight_dq.input[0]].shape[0]
+        assert scale.shape == (out_channels,), name  # per-channel weights
+        assert zero.dtype == np.int8 and not zero.any()  # symmetric weights
+        act_zero = inits[producers[node.input[0]].input[2]]
+        assert act_zero.dtype == np.int8 and not act_zero.any(), name  # symmetric int8 activations
+    source = onnx.load(str(exported_onnx["raw"]), load_external_data=False)
+    for node in source.graph.node:
+        if node.op_type not in ("Conv", "Gemm", "MatMul"):
+            continue
+        sensitive = stage_of(node.name) is None or any(s in node.name for s in SENSITIVE_LAYERS) \
+            or re.search(USER_EXCLUDE, node.name)
+        assert (node.name in report.kept_float) == bool(sensitive), node.name
+    for name in report.kept_float:
+        node = convs[name]
+        assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input), name
+    kinds = {n.op_type for n in model.graph.node}
+    assert {"NonMaxSuppression", "RoiAlign"} <= kinds
+
+
+def test_int8_keeps_metadata_with_precision(int8_model, exported_onnx):
+    report, _ = int8_model
+    source = {p.key: p.value for p in onnx.load(str(exported_onnx["raw"]), load_external_data=False).metadata_props}
+    props = {p.key: p.value for p in onnx.load(str(report.path), load_external_data=False).metadata_props}
+    assert set(props) == set(source)
+    meta, source_meta = json.loads(props[METADATA_KEY]), json.loads(source[METADATA_KEY])
+    assert meta["precision"] == "int8" and source_meta["precision"] == "fp32"
+    assert meta["int8"]["calibration_images"] == NUM_CALIB and meta["int8"]["format"] == "QDQ"
+    for key in ("class_names", "preprocess", "postprocess", "inputs", "outputs", "config"):
+        assert meta[key] == source_meta[key]
+
+
+def test_every_activation_qdq_pair_has_one_consumer(int8_model):
+    """The layout ONNX Runtime's x86 int8->uint8 rewrite needs to fuse QLinearConv."""
+    model = onnx.load(str(int8_model[0].path))
+    _, consumers = _graph_maps(model)
+    inits = {i.name for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] not in inits:
+            users = consumers.get(node.output[0], [])
+            assert len(users) == 1 and users[0].op_type == "DequantizeLinear", node.name
+            dq_users = consumers.get(users[0].output[0], [])
+            assert len(dq_users) == 1, (users[0].name, [u.name for u in dq_users])
+
+
+def test_dedicated_pairs_rewire_float_consumers_and_keep_detections(int8_model, exported_onnx, val_images,
+                                                                     tmp_path):
+    """The layout pass against the quantizer's own shared-pair graph: float consumers (residual
+    Adds, RoIAlign, upsampling) now read the unquantized tensor, quantized consumers get their
+    own pair with the same scale (to 1 ulp) and zero point, and the detections stay put."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    report, _ = int8_model
+    shared_path = tmp_path / "shared.onnx"
+    quantize_static(str(exported_onnx["raw"]), str(shared_path), None, calibration_cache_path=str(report.cache_path),
+                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    per_channel=True, op_types_to_quantize=["Conv", "Gemm", "MatMul"],
+                    nodes_to_quantize=report.quantized, extra_options={"ActivationSymmetric": True})
+    shared = onnx.load(str(shared_path))
+    dedicated = onnx.load(str(shared_path))
+    rewired, _ = dedicate_qdq_pairs(dedicated)
+    assert rewired > 0
+    s_producers, _ = _graph_maps(shared)
+    d_producers, _ = _graph_maps(dedicated)
+    inits = {i.name: numpy_helper.to_array(i) for i in dedicated.graph.initializer}
+    shared_nodes = {n.name: n for n in shared.graph.node}
+    for node in dedicated.graph.node:
+        before = shared_nodes.get(node.name)
+        if before is None:
+            continue
+        for old, new in zip(before.input, node.input):
+            if old == new:
+                continue
+            dq = s_producers[old]  # a DequantizeLinear of a Q -> DQ pair
+            assert dq.op_type == "DequantizeLinear"
+            q_input = s_producers[dq.input[0]].input[0]
+            if node.op_type in ("Conv", "Gemm", "MatMul"):
+                new_dq = d_producers[new]
+                np.testing.assert_allclose(inits[new_dq.input[1]], inits[dq.input[1]], rtol=1e-6)
+                assert d_producers[new_dq.input[0]].input[0] == q_input
+            else:
+                assert new == q_input, node.name
+    feeds = next(iter(ImageCalibrationReader([val_images[0]], PreprocessParams(
+        "BGR", 320, 512, (103.53, 116.28, 123.675), (1.0, 1.0, 1.0), 32), ["images", "image_sizes"])))
+    boxes_a, scores_a, classes_a = ort.InferenceSession(str(shared_path)).run(None, feeds)[:3]
+    boxes_b, _, classes_b = ort.InferenceSession(dedicated.SerializeToString()).run(None, feeds)[:3]
+    ious = box_iou(boxes_a, boxes_b)
+    # Both graphs are INT8 approximations (the dedicated one keeps residual paths in float), so the
+    # same criterion as INT8 vs FP32 applies: every confident detection is found again, same class,
+    # box IoU >= 0.5 (COCO's AP50 match).
+    for i in np.flatnonzero(scores_a >= 0.5):
+        same = classes_b == classes_a[i]
+        assert same.any() and ious[i][same].max() >= 0.5, (i, scores_a[i])
+
+
+def test_calibration_cache_is_reused_and_invalidated(int8_model, exported_onnx, calib_dir, tmp_path):
+    report, _ = int8_model
+    seen = []
+    again = quantize_int8(exported_onnx["raw"], tmp_path / "again.onnx", calibration_images(calib_dir),
+                          QuantizeSettings(exclude=(USER_EXCLUDE,)), cache_path=report.cache_path,
+                          on_skip=lambda path, reason: seen.append(path))
+    assert again.calibration.cache_reused and not seen  # no image was read
+    a, b = onnx.load(str(report.path)), onnx.load(str(again.path))
+    assert {i.name: i.raw_data for i in a.graph.initializer} == {i.name: i.raw_data for i in b.graph.initializer}
+    fewer = quantize_int8(exported_onnx["raw"], tmp_path / "fewer.onnx", calibration_images(calib_dir, num_images=2),
+                          QuantizeSettings(), cache_path=report.cache_path)
+    assert not fewer.calibration.cache_reused  # another image set: recalibrated
+
+
+# --- detections through the ORT backend --------------------------------------------------------
+
+def _agreement(reference_path, candidate_path, images) -> dict:
+    from instseg_deploy.loading import load_predictor
+
+    ref, cand = load_predictor("ort", model=reference_path), load_predictor("ort", model=candidate_path)
+    assert cand.class_names == ref.class_names
+    refs, cands = [], []
+    for path in images:
+        image = read_image(path)[0]
+        r, c = ref(image), cand(image)
+        refs.append(r.select(r.scores >= 0.5))  # the confident detections a user sees
+        cands.append(c)
+    return output_error(refs, cands)
+
+
+@pytest.fixture(scope="module")
+def val_images(d2_dir):
+    return sorted((d2_dir / "shapes_val" / "images").glob("*.jpg"))[:4]
+
+
+def test_int8_detections_close_to_fp32(int8_model, exported_onnx, val_images):
+    # Tolerance: INT8 moves boxes and scores by a few percent (AP on the full set stays within
+    # 0.5). Every confident FP32 detection must be found again with the same class at IoU >= 0.5
+    # (COCO's AP50 criterion), with mean box IoU >= 0.85 and mean mask IoU >= 0.8 over them.
+    agreement = _agreement(exported_onnx["raw"], int8_model[0].path, val_images)
+    assert agreement["found %"] == 100.0 and agreement["box IoU"] >= 0.85 and agreement["mask IoU"] >= 0.8, agreement
+
+
+def test_fp16_detections_close_to_fp32(fp16_model, exported_onnx, val_images):
+    # Tolerance: FP16 rounds activations to 11 significant bits; confident detections must all
+    # come back, boxes nearly identical (mean IoU >= 0.97), scores within 0.01 on average.
+    agreement = _agreement(exported_onnx["raw"], fp16_model.path, val_images)
+    assert agreement["found %"] == 100.0 and agreement["box IoU"] >= 0.97, agreement
+    assert agreement["|score diff|"] <= 0.01 and agreement["mask IoU"] >= 0.95, agreement
+
+
+def test_fp16_structure_and_metadata(fp16_model):
+    model = onnx.load(str(fp16_model.path))
+    floats = {onnx.TensorProto.FLOAT16: 0, onnx.TensorProto.FLOAT: 0}
+    for init in model.graph.initializer:
+        if init.data_type in floats:
+            floats[init.data_type] += 1
+    assert floats[onnx.TensorProto.FLOAT16] > 50  # the stages' weights
+    for value in list(model.graph.input) + list(model.graph.output):
+        assert value.type.tensor_type.elem_type != onnx.TensorProto.FLOAT16, value.name
+    producers, _ = _graph_maps(model)
+    for node in model.graph.node:
+        if node.op_type in ("NonMaxSuppression", "RoiAlign"):  # inputs stay fp32
+            for name in node.input[:2]:
+                p = producers.get(name)
+                assert p is None or p.op_type != "Cast" or p.attribute[0].i == onnx.TensorProto.FLOAT
+    meta = json.loads({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
+    assert meta["precision"] == "fp16"
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+def _one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    for fragment in fragments:
+        assert fragment in result.output, result.output
+
+
+def test_cli_errors_are_one_line(tmp_path, exported_onnx, calib_dir):
+    app, model = _app(), str(exported_onnx["raw"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = str(tmp_path / "m.int8.onnx")
+    _one_line_error(runner.invoke(app, ["quantize", "--model", str(tmp_path / "no.onnx"), "--images", str(empty),
+                                        "--out", out]), "model file not found")
+    _one_line_error(runner.invoke(app, ["quantize", "--model", model, "--calib", "--images", str(empty),
+                                        "--out", out]), "calibration set is empty")
+    _one_line_error(runner.invoke(app, ["quantize", "--model", model, "--out", out]), "--images DIR or --coco-root")
+    _one_line_error(runner.invoke(app, ["quantize", "--model", model, "--calib", "--fp16", "--out", out]),
+                    "choose one of")
+    _one_line_error(runner.invoke(app, ["quantize", "--model", model, "--images", str(calib_dir),
+                                        "--method", "kl", "--out", out]), "--method")
+    _one_line_error(runner.invoke(app, ["quantize", "--model", model, "--images", str(calib_dir),
+                                        "--exclude", "conv(", "--out", out]), "not a valid regular expression")
+    _one_line_error(runner.invoke(app, ["quantize", "--model", str(exported_onnx["plugin"]), "--fp16",
+                                        "--out", out]), "plugin")
+    _one_line_error(runner.invoke(app, ["quantize", "--model", model, "--images", str(calib_dir)]), "--out")
+
+
+def test_cli_fp16_writes_a_model_ort_runs(tmp_path, exported_onnx, d2_dir):
+    out = tmp_path / "model.fp16.onnx"
+    result = runner.invoke(_app(), ["quantize", "--model", str(exported_onnx["raw"]), "--fp16", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "fp16" in result.output and out.is_file()
+    again = runner.invoke(_app(), ["quantize", "--model", str(out), "--fp16", "--out", str(tmp_path / "x.onnx")])
+    _one_line_error(again, "already fp16")
+
+
+def test_quantize_refuses_a_graph_without_stage_names(tmp_path, exported_onnx):
+    model = onnx.load(str(exported_onnx["raw"]))
+    for i, node in enumerate(model.graph.node):
+        node.name = f"n{i}"
+    path = tmp_path / "renamed.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(InstsegError, match="node names"):
+        convert_fp16(path, tmp_path / "out.onnx")
+
+
+def test_output_error_of_identical_outputs():
+    from instseg_deploy.structures import Instances
+
+    boxes = np.array([[0, 0, 10, 10], [5, 5, 20, 30]], np.float32)
+    inst = Instances((40, 40), boxes, np.array([0.9, 0.6], np.float32), np.array([1, 2]), np.ones((2, 40, 40), bool))
+    err = output_error([inst], [inst])
+    assert err == {"found %": 100.0, "matched %": 100.0, "box IoU": 1.0, "|score diff|": 0.0, "mask IoU": 1.0}
+    shifted = Instances((40, 40), boxes + np.array([0, 0, 0, 0], np.float32) + np.array([[0, 0, 0, 0], [30, 30, 30, 30]],
+                        np.float32), inst.scores - 0.1, inst.classes, inst.masks)
+    err = output_error([inst], [shifted])
+    assert err["found %"] == 50.0 and err["matched %"] == 50.0 and err["|score diff|"] == pytest.approx(0.1)
+    err = output_error([inst.select(np.array([0]))], [shifted])  # one reference, found; one extra candidate
+    assert err["found %"] == 100.0 and err["matched %"] == 50.0
