@@ -95,5 +95,6 @@ def rank_within_group(groups: torch.Tensor, num_groups: torch.Tensor | int) -> t
     groups: (K,) int64 in [0, num_groups). Applied to score-sorted NMS output, it gives each
     detection's rank in its image, so a per-image top-k is ``rank < k`` (traceable, no loop).
     """
-    one_hot = (groups[:, None] == torch.arange(num_groups, device=groups.device)[None, :]).to(torch.int64)
-    return (torch.cumsum(one_hot, dim=0) * one_hot).sum(dim=1) - 1
+    # float32 counts are exact up to 2**24 and keep the exported CumSum in a type TensorRT takes.
+    one_hot = (groups[:, None] == torch.arange(num_groups, device=groups.device)[None, :]).to(torch.float32)
+    return ((torch.cumsum(one_hot, dim=0) * one_hot).sum(dim=1) - 1).to(torch.int64)
