@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from instseg_deploy import __version__
-from instseg_deploy.cli import bench, data, demo, doctor, evaluate, export, info, predict, quantize
+from instseg_deploy.cli import bench, data, demo, doctor, evaluate, export, info, predict, quantize, train
 
 app = typer.Typer(
     name="instseg",
@@ -29,7 +29,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """Mask R-CNN from detectron2 checkpoints to fast deployment."""
 
 
-for module in (demo, info, predict, evaluate, export, quantize, bench, data, doctor):
+for module in (demo, info, predict, evaluate, train, export, quantize, bench, data, doctor):
     module.register(app)
 
 
