@@ -2,6 +2,11 @@
 
     python benchmarks/run_benchmarks.py [--quick]
 
+Writes RESULTS.md and results.json (the raw rows). When results.json already holds a run from
+the same machine (same CPU, core count and library versions) and of the same kind (--quick or not),
+RESULTS.md also gets a run-to-run section: every row's median latency now and in that previous
+run, so running the command twice measures its own reproducibility.
+
 Same checkpoint everywhere: the detectron2-trained R50-FPN fixture (tests/data/detectron2/shapes_r50).
 Rows: torch eager vs ONNX Runtime FP32 (and INT8 / FP16 when `instseg quantize` is available) at
 800x1333 and at the model's own 320-short-side size, a batch/threads sweep at the small size.
@@ -15,7 +20,7 @@ import json
 import subprocess
 import sys
 import tempfile
-from datetime import date
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,13 +71,52 @@ def ratio_lines(result: dict) -> list[str]:
     return lines
 
 
+def _row_key(section: str, row: dict) -> tuple:
+    return section, row["label"], row["batch"], row["threads"]
+
+
+def same_machine(a: dict, b: dict) -> bool:
+    return all(a.get(k) == b.get(k) for k in ("cpu", "cores", "torch", "onnxruntime"))
+
+
+def reproducibility_lines(previous: dict, current: dict) -> list[str]:
+    """Per row: end-to-end and model-only p50 of the previous run and this one, and the change."""
+    before = {_row_key(sec, r): r for sec in ("large", "small") for r in previous[sec]["rows"]}
+    lines = [f"Previous run: {previous['written']}; this run: {current['written']}. Change = this / previous - 1.", "",
+             "| input | backend | batch | threads | e2e p50 before | e2e p50 now | change | model p50 before | "
+             "model p50 now | change |", "|---|---|---|---|---|---|---|---|---|---|"]
+    changes = []
+    for sec in ("large", "small"):
+        for row in current[sec]["rows"]:
+            old = before.get(_row_key(sec, row))
+            if old is None:
+                continue
+            cells = [current[sec]["input"].split(" ")[0], row["label"], str(row["batch"]), str(row["threads"])]
+            for key in ("end_to_end_ms", "model_ms"):
+                a, b = old[key]["p50"], row[key]["p50"]
+                changes.append(b / a - 1)
+                cells += [f"{a:.1f}", f"{b:.1f}", f"{100 * (b / a - 1):+.1f}%"]
+            lines.append("| " + " | ".join(cells) + " |")
+    if changes:
+        worst = max(changes, key=abs)
+        lines += ["", f"Largest change of a median between the two runs: **{100 * worst:+.1f}%** "
+                      f"({len(changes)} medians compared; {sum(abs(c) <= 0.10 for c in changes)} within 10%)."]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run, not for RESULTS.md)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
+    parser.add_argument("--raw", type=Path, default=REPO / "benchmarks" / "results.json",
+                        help="raw rows of the run; read first as the previous run to compare with")
     args = parser.parse_args()
-    iters = ["--warmup", "1", "--iters", "3"] if args.quick else ["--warmup", "3", "--iters", "20"]
+    # 3 interleaved rounds per row (fresh processes): a row's samples come from the start, middle and end
+    # of the run, so a slow minute of a shared machine does not move one row's median alone
+    iters = (["--warmup", "1", "--iters", "3"] if args.quick else
+             ["--warmup", "2", "--iters", "7", "--rounds", "3"])
     sys.path.insert(0, str(REPO))
+    from instseg_deploy.atomic import write_json, write_text
     from instseg_deploy.bench.report import markdown
 
     with tempfile.TemporaryDirectory(prefix="instseg-results-") as tmp:
@@ -83,10 +127,15 @@ def main() -> None:
         large = bench(work, "large", models, "--size", "800x1333", *iters)
         small = bench(work, "small", models, "--batch", "1,2", "--threads", "1,2", *iters)
     machine = large["machine"]
+    current = {"written": datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine, "quick": args.quick,
+               "large": large, "small": small}
+    previous = json.loads(args.raw.read_text()) if args.raw.is_file() else None
+    if previous and (previous.get("quick") != args.quick or not same_machine(previous["machine"], machine)):
+        previous = None  # another machine or another iteration count: not a reproducibility check
     text = [
         "# Benchmark results",
         "",
-        f"Regenerate on your machine (idle): `python benchmarks/run_benchmarks.py` (written {date.today()}).",
+        f"Regenerate on your machine (idle): `python benchmarks/run_benchmarks.py` (written {current['written']}).",
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores; Python {machine['python']}, torch {machine['torch']}, "
         f"onnxruntime {machine['onnxruntime']}; {machine['platform']}.",
@@ -94,6 +143,8 @@ def main() -> None:
         "thin widths); the same checkpoint in every row. ONNX rows run the `instseg export` graph.",
         "GFLOP/s = the model's conv/matmul FLOPs x model-only images/s; % peak = that over the float32 sgemm "
         "peak measured in the same run with the same thread count.",
+        "Every row is measured in 3 rounds, round-robin over the rows, each round a fresh process with 2 warm-up "
+        "and 7 timed iterations; the statistics pool the 21 samples.",
         "",
         "## 800x1333 (COCO test size), batch 1, all cores",
         "",
@@ -104,6 +155,16 @@ def main() -> None:
         "",
         markdown(small),
         *ratio_lines(small),
+        "",
+        "## Run-to-run reproducibility",
+        "",
+        *(reproducibility_lines(previous, current) if previous else
+          ["No earlier run of this command on this machine in results.json: run it again to fill this section."]),
+        "",
+        "## INT8 / FP16 at full R50-FPN width",
+        "",
+        "The fixture model above is thin; the INT8 speed-up of the real R50-FPN-3x architecture is measured by "
+        "`benchmarks/quantize_speed.py`: see [INT8_R50.md](INT8_R50.md).",
         "",
         "## TensorRT",
         "",
@@ -118,8 +179,9 @@ def main() -> None:
         "--device cuda --size 800x1333` |",
         "",
     ]
-    args.out.write_text("\n".join(text))
-    print(f"wrote {args.out}")
+    write_text(args.out, "\n".join(text))
+    write_json(args.raw, current)
+    print(f"wrote {args.out} and {args.raw}")
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ def _export(config_path, tmp_path, **kwargs):
 def test_fixed_batch_and_size_with_other_class_count(tmp_path, tiny_config_path):
     custom = tmp_path / "seven.yaml"
     custom.write_text(f'_BASE_: "{tiny_config_path}"\nMODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 7\n'
-                      "    SCORE_THRESH_TEST: 0.0\n")
+                      "    SCORE_THRESH_TEST: 0.0\nINPUT:\n  MIN_SIZE_TEST: 256\n  MAX_SIZE_TEST: 448\n")
     cfg, path = _export(custom, tmp_path, batch=2, size=(256, 448), simplify=False)
     proto = onnx.load(str(path))
     assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == [2, 3, 256, 448]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from instseg_deploy.atomic import atomic_path, write_json
+from instseg_deploy.atomic import atomic_path, write_json, write_text
 
 COLUMNS = ("backend", "batch", "threads", "img/s", "e2e mean", "e2e p50", "e2e p90", "e2e p99", "model p50",
            "startup s", "RSS MB", "GFLOP/img", "GFLOP/s", "% peak")
@@ -46,8 +46,7 @@ def write_outputs(result: dict, json_path: str | os.PathLike | None, markdown_pa
     if json_path:
         write_json(json_path, result)
     if markdown_path:
-        with atomic_path(markdown_path) as tmp:
-            tmp.write_text(markdown(result), encoding="utf-8")
+        write_text(markdown_path, markdown(result))
     if plot_path:
         plot(result, Path(plot_path))
 

@@ -9,6 +9,7 @@ import dataclasses
 import multiprocessing as mp
 import os
 import resource
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,17 +77,35 @@ def _measure(spec: RowSpec) -> dict:
             model_only.append(t1 - t0)
             end_to_end.append(t2 - t1)
             detections += sum(len(r) for r in results)
-    row = {
+    part = {
         "backend": spec.backend, "label": spec.label, "batch": spec.batch, "threads": spec.threads,
-        "startup_s": startup, "end_to_end_ms": latency_stats(end_to_end), "model_ms": latency_stats(model_only),
-        "images_per_s": spec.batch / (sum(end_to_end) / len(end_to_end)),
-        "model_images_per_s": spec.batch / (sum(model_only) / len(model_only)),
-        "detections_per_image": detections / (spec.iters * spec.batch),
-        "input_hw": list(prepared.images.shape[2:]),
-        "peak_rss_mb": peak_rss_mb(),
+        "startup_s": startup, "end_to_end_s": end_to_end, "model_s": model_only, "detections": detections,
+        "input_hw": list(prepared.images.shape[2:]), "peak_rss_mb": peak_rss_mb(),
     }
     if cuda:
-        row["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        part["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return part
+
+
+def merge_rounds(parts: list[dict]) -> dict:
+    """One table row from the rounds of one spec (each a fresh process): latency statistics over all
+    their samples, the median startup, the largest peak memory, and each round's end-to-end p50."""
+    first = parts[0]
+    end_to_end = [t for p in parts for t in p["end_to_end_s"]]
+    model_only = [t for p in parts for t in p["model_s"]]
+    batch = first["batch"]
+    row = {k: first[k] for k in ("backend", "label", "batch", "threads", "input_hw")}
+    row.update({
+        "rounds": len(parts), "startup_s": statistics.median(p["startup_s"] for p in parts),
+        "end_to_end_ms": latency_stats(end_to_end), "model_ms": latency_stats(model_only),
+        "images_per_s": batch / statistics.fmean(end_to_end),
+        "model_images_per_s": batch / statistics.fmean(model_only),
+        "detections_per_image": sum(p["detections"] for p in parts) / (len(end_to_end) * batch),
+        "peak_rss_mb": max(p["peak_rss_mb"] for p in parts),
+        "round_p50_ms": [latency_stats(p["end_to_end_s"])["p50"] for p in parts],
+    })
+    if "gpu_peak_mb" in first:
+        row["gpu_peak_mb"] = max(p["gpu_peak_mb"] for p in parts)
     return row
 
 
@@ -110,7 +129,8 @@ def _child(spec: RowSpec, queue) -> None:
 
 
 def run_row(spec: RowSpec, timeout_s: float = 3600) -> dict:
-    """Measure one row in a spawned process; raises RuntimeError with the child's error."""
+    """Measure one round of a row in a spawned process (raw samples; see :func:`merge_rounds`);
+    raises RuntimeError with the child's error."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     env_threads = str(spec.threads)

@@ -89,7 +89,10 @@ def bench(
     batch: str = typer.Option("1", "--batch", help="Batch sizes, e.g. 1,2,4 (throughput mode for > 1)."),
     threads: str = typer.Option("0", "--threads", help="CPU thread counts to sweep, e.g. 1,2 (0 = all cores)."),
     warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed iterations first."),
-    iters: int = typer.Option(10, "--iters", min=1, help="Timed iterations per row."),
+    iters: int = typer.Option(10, "--iters", min=1, help="Timed iterations per row and round."),
+    rounds: int = typer.Option(1, "--rounds", min=1, help="Measure every row this many times, round-robin, each "
+                               "time in a fresh process; statistics pool all rounds. Spreads each row over the "
+                               "whole run, so slow phases of a shared machine hit all rows alike."),
     device: str = typer.Option("cpu", "--device", help="torch device (cuda for GPU timings of torch/trt)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write rows as JSON.", show_default=False),
     markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write rows as a Markdown table.",
@@ -102,7 +105,8 @@ def bench(
 
     backends = [b.strip() for b in backend.split(",") if b.strip()]
     result = run_bench(backends, config, weights, list(model), images, _size(size), _ints(batch, "--batch"),
-                       [t or os.cpu_count() or 1 for t in _ints(threads, "--threads", minimum=0)], warmup, iters, device)
+                       [t or os.cpu_count() or 1 for t in _ints(threads, "--threads", minimum=0)], warmup, iters, device,
+                       rounds)
     from instseg_deploy.bench.report import rich_table, write_outputs
 
     Console(width=max(Console().width, 150)).print(rich_table(result))
@@ -111,11 +115,11 @@ def bench(
 
 def run_bench(backends: list[str], config: Optional[Path], weights: Optional[Path], model: list[Path],
               images: Optional[Path], hw: Optional[tuple[int, int]], batches: list[int], thread_counts: list[int],
-              warmup: int, iters: int, device: str = "cpu") -> dict:
+              warmup: int, iters: int, device: str = "cpu", rounds: int = 1) -> dict:
     """Measure every (backend/model, batch, threads) row; returns the result dict the reports take."""
     from instseg_deploy.bench.flops import count_gflops, measure_peak_gflops
     from instseg_deploy.bench.inputs import generated_images, resized_copies
-    from instseg_deploy.bench.rows import RowSpec, image_paths, run_row
+    from instseg_deploy.bench.rows import RowSpec, image_paths, merge_rounds, run_row
     from instseg_deploy.image_io import read_image
     from instseg_deploy.processing.preprocess import preprocess
 
@@ -158,18 +162,21 @@ def run_bench(backends: list[str], config: Optional[Path], weights: Optional[Pat
                 if "trt" in backends:
                     specs += [RowSpec("trt", "trt", model=str(m), **common) for m in model if m.suffix == ".engine"]
         peaks = {}
-        rows = []
+        parts = [[] for _ in specs]
         with console.status("measuring") as status:
             for t in thread_counts:
                 status.update(f"measuring the sgemm peak with {t} thread(s)")
                 peaks[t] = measure_peak_gflops(t)
-            for i, spec in enumerate(specs, 1):
-                status.update(f"row {i}/{len(specs)}: {spec.label}, batch {spec.batch}, {spec.threads} thread(s)")
-                row = run_row(spec)
-                row["gflops_per_image"] = gflops
-                row["achieved_gflops_per_s"] = gflops * row["model_images_per_s"]
-                row["percent_of_peak"] = 100 * row["achieved_gflops_per_s"] / peaks[spec.threads]
-                rows.append(row)
+            for r in range(rounds):
+                for i, spec in enumerate(specs):
+                    status.update(f"round {r + 1}/{rounds}, row {i + 1}/{len(specs)}: {spec.label}, "
+                                  f"batch {spec.batch}, {spec.threads} thread(s)")
+                    parts[i].append(run_row(spec))
+        rows = [merge_rounds(p) for p in parts]
+        for spec, row in zip(specs, rows):
+            row["gflops_per_image"] = gflops
+            row["achieved_gflops_per_s"] = gflops * row["model_images_per_s"]
+            row["percent_of_peak"] = 100 * row["achieved_gflops_per_s"] / peaks[spec.threads]
     return {
         "input": f"{rows[0]['input_hw'][0]}x{rows[0]['input_hw'][1]} padded" if rows else "",
         "peak_gflops_per_s": max(peaks.values()), "peak_threads": max(peaks, key=peaks.get),

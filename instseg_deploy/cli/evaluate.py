@@ -84,7 +84,7 @@ def evaluate(
     device: str = typer.Option("cpu", "--device", help="torch device for --backend torch."),
 ) -> None:
     """COCO bbox and segm AP (detectron2's numbers) of a backend, or of an existing results file."""
-    from instseg_deploy.data.coco import check_results, coco_root_paths, load_coco_dataset, read_json
+    from instseg_deploy.data.coco import check_results, coco_root_paths, read_json
     from instseg_deploy.evaluation.coco_eval import evaluate as coco_evaluate
     from instseg_deploy.evaluation.coco_eval import iou_types_present, load_ground_truth
 

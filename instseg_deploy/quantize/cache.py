@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from instseg_deploy.atomic import atomic_path
+from instseg_deploy.atomic import write_text
 
 FINGERPRINT_KEY = "instseg"
 
@@ -50,5 +50,4 @@ def save_ranges(path: str | os.PathLike, fingerprint: dict[str, Any], ranges) ->
     payload = ranges.to_dict()
     payload["smooth_quant"] = False  # read by quantize_static when it loads the cache
     payload[FINGERPRINT_KEY] = fingerprint
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, cls=CalibrationCacheEncoder), encoding="utf-8")
+    write_text(path, json.dumps(payload, cls=CalibrationCacheEncoder))

@@ -8,7 +8,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from instseg_deploy.atomic import atomic_path
+from instseg_deploy.atomic import write_text
 
 
 class MetricsLog:
@@ -30,8 +30,7 @@ class MetricsLog:
                     kept.append(line)
             except json.JSONDecodeError:
                 continue  # a line cut short by the interruption
-        with atomic_path(self.path) as tmp:
-            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        write_text(self.path, "".join(line + "\n" for line in kept))
 
     def add(self, values: dict[str, float]) -> None:
         for name, value in values.items():

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from instseg_deploy.atomic import atomic_path
+from instseg_deploy.atomic import write_text
 from instseg_deploy.checkpoint import load_weights
 from instseg_deploy.config import InstsegConfig, config_from_tree, dump_tree
 from instseg_deploy.data.coco import CocoDataset, DatasetError
@@ -293,8 +293,7 @@ def _train(cfg, train_set, val_set, options, reporter, after_iteration, rank, wo
     metrics = MetricsLog(out_dir / "metrics.json" if rank == 0 else None, options.log_period)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(config_path) as tmp:
-            tmp.write_text(dump_tree(run_cfg.raw), encoding="utf-8")
+        write_text(config_path, dump_tree(run_cfg.raw))
         metrics.truncate_after(start_iter)
 
     aug = Augmentation.from_input_config(run_cfg.model.input)
