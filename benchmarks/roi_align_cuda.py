@@ -1,8 +1,8 @@
 """Multi-level RoIAlign CUDA kernel vs torchvision's CUDA roi_align (detectron2's pooler), on a GPU.
 
-Builds plugins/src/multilevel_roi_align_kernel.cu with nvcc into a shared library, runs it through
-its C ABI (instseg_multilevel_roi_align_cuda) on torch CUDA tensors, and reports per FPN level the
-max abs error against torchvision plus the time of one fused launch against the reference pooler.
+Runs plugins/src/multilevel_roi_align_kernel.cu (built by nvcc on first use, through
+instseg_deploy.ops.roi_align_cuda) on torch CUDA tensors, and reports per FPN level the max abs
+error against torchvision plus the time of one fused launch against the reference pooler.
 
     python benchmarks/roi_align_cuda.py [--rois 1000] [--channels 256] [--iters 50]
 
@@ -12,58 +12,13 @@ Exits 0 with a message where there is no CUDA device or no nvcc.
 from __future__ import annotations
 
 import argparse
-import ctypes
+import functools
 import shutil
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-SRC = REPO / "plugins" / "src"
 STRIDES = [4, 8, 16, 32]
-DTYPE_TAGS = {torch.float32: 0, torch.float16: 1}  # INSTSEG_DTYPE_* in roi_align_status.h
-
-
-def build_kernel_library(out_dir: Path) -> Path:
-    major, minor = torch.cuda.get_device_capability()
-    library = out_dir / "libinstseg_roi_align_cuda.so"
-    cmd = [shutil.which("nvcc"), "-std=c++17", "-O3", f"-arch=sm_{major}{minor}", "-shared",
-           "-Xcompiler", "-fPIC", "-I", str(SRC), str(SRC / "multilevel_roi_align_kernel.cu"), "-o", str(library)]
-    subprocess.run(cmd, check=True)
-    return library
-
-
-class CudaKernel:
-    """ctypes binding of instseg_multilevel_roi_align_cuda."""
-
-    def __init__(self, library: Path):
-        self._fn = ctypes.CDLL(str(library)).instseg_multilevel_roi_align_cuda
-        int_p = ctypes.POINTER(ctypes.c_int)
-        self._fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_void_p),
-                             ctypes.c_int, ctypes.c_int, ctypes.c_int, int_p, int_p, int_p,
-                             ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                             ctypes.c_void_p, ctypes.c_void_p]
-        self._fn.restype = ctypes.c_int
-
-    def __call__(self, rois: torch.Tensor, features: list[torch.Tensor], output_size: int, sampling_ratio: int = 0,
-                 aligned: bool = True, out: torch.Tensor | None = None) -> torch.Tensor:
-        n, c = features[0].shape[:2]
-        if out is None:
-            out = rois.new_empty((rois.shape[0], c, output_size, output_size))
-        def ints(values):
-            return (ctypes.c_int * len(values))(*values)
-
-        ptrs = (ctypes.c_void_p * len(features))(*[f.data_ptr() for f in features])
-        status = self._fn(DTYPE_TAGS[rois.dtype], rois.data_ptr(), rois.shape[0], ptrs, len(features), n, c,
-                          ints([f.shape[2] for f in features]), ints([f.shape[3] for f in features]),
-                          ints(STRIDES), output_size, sampling_ratio, int(aligned), 224, 4, out.data_ptr(),
-                          torch.cuda.current_stream().cuda_stream)
-        if status != 0:
-            raise RuntimeError(f"instseg_multilevel_roi_align_cuda returned {status}")
-        return out
 
 
 def make_inputs(num_rois: int, channels: int, batch: int, height: int, width: int, dtype, seed: int = 0):
@@ -89,22 +44,25 @@ def cuda_time_ms(fn, iters: int) -> float:
     return start.elapsed_time(end) / iters
 
 
-def compare(kernel: CudaKernel, dtype, output_size: int, args) -> None:
+def compare(dtype, output_size: int, args) -> None:
     from torchvision.ops import roi_align
 
     from instseg_deploy.config.types import PoolerConfig
     from instseg_deploy.modeling.poolers import assign_levels, multilevel_roi_align
+    from instseg_deploy.ops.roi_align_cuda import multilevel_roi_align_cuda
+
+    kernel = functools.partial(multilevel_roi_align_cuda, featmap_strides=STRIDES)
 
     rois, feats = make_inputs(args.rois, args.channels, args.batch, args.height, args.width, dtype)
     cfg = PoolerConfig(resolution=output_size, sampling_ratio=0, aligned=True)
-    ours = kernel(rois, feats, output_size)
+    ours = kernel(rois, feats, output_size=output_size)
     # Reference in float32 (torchvision's CUDA kernel) on the same, possibly FP16-rounded, inputs.
     ref = multilevel_roi_align([f.float() for f in feats], rois.float(), STRIDES, cfg)
     levels = assign_levels(rois[:, 1:].float(), 2, 5, cfg.canonical_box_size, cfg.canonical_level)
     torch.cuda.synchronize()
 
     out = torch.empty_like(ours)
-    t_ours = cuda_time_ms(lambda: kernel(rois, feats, output_size, out=out), args.iters)
+    t_ours = cuda_time_ms(lambda: kernel(rois, feats, output_size=output_size, out=out), args.iters)
     t_pooler = cuda_time_ms(lambda: multilevel_roi_align(feats, rois, STRIDES, cfg), args.iters)
     print(f"\n{str(dtype).removeprefix('torch.')} output {output_size}x{output_size}: {args.rois} RoIs, "
           f"C={args.channels}, batch {args.batch}, input {args.height}x{args.width}")
@@ -136,11 +94,9 @@ def main() -> int:
         print("roi_align_cuda benchmark: nvcc not found; cannot build the kernel.")
         return 0
     print(f"device: {torch.cuda.get_device_name()}")
-    with tempfile.TemporaryDirectory() as tmp:
-        kernel = CudaKernel(build_kernel_library(Path(tmp)))
-        for dtype in (torch.float32, torch.float16):
-            for output_size in (7, 14):
-                compare(kernel, dtype, output_size, args)
+    for dtype in (torch.float32, torch.float16):
+        for output_size in (7, 14):
+            compare(dtype, output_size, args)
     return 0
 
 

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from instseg_deploy.checkpoint import read_checkpoint
 from instseg_deploy.config import load_config
 from instseg_deploy.data.coco import DatasetError, load_coco_dataset
-from instseg_deploy.errors import CheckpointError, InstsegError
+from instseg_deploy.errors import CheckpointError, ConfigError, InstsegError
 from instseg_deploy.training.matcher import Matcher, pairwise_iou
 from instseg_deploy.training.sampling import subsample_labels
 
@@ -85,7 +85,9 @@ def _train(config: Path, shapes, out: Path, **overrides):
 
     after = overrides.pop("after_iteration", None)
     images, annotations = shapes["train"]
-    options = TrainOptions(out_dir=out, seed=overrides.pop("seed", 0), **overrides)
+    # CPU unless a test says otherwise: exact resume holds on the CPU, not with CUDA's atomics.
+    options = TrainOptions(out_dir=out, seed=overrides.pop("seed", 0), device=overrides.pop("device", "cpu"),
+                           **overrides)
     return train(load_config(config), load_coco_dataset(images, annotations), None, options, after_iteration=after)
 
 
@@ -538,7 +540,7 @@ def _invoke_train(args: list[str]):
     app = typer.Typer()
     train_cli.register(app)
     app.command("other")(lambda: None)  # with two commands, typer addresses `train` by name
-    return runner.invoke(app, ["train", *args])
+    return runner.invoke(app, ["train", *args, "--device", "cpu"])
 
 
 def test_torchrun_two_processes_train_and_write_one_checkpoint(tmp_path, small_config, shapes):
@@ -549,7 +551,7 @@ def test_torchrun_two_processes_train_and_write_one_checkpoint(tmp_path, small_c
            "-m", "instseg_deploy.cli.train", "--config", str(small_config), "--images", str(images),
            "--annotations", str(annotations), "--out", str(out), "--max-iter", "4", "--seed", "0",
            "--threads", "1", "--val-images", str(val_images), "--val-annotations", str(val_annotations),
-           "--eval-period", "100"]
+           "--eval-period", "100", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # Its own process group: on a time-out the workers go too, not only the launcher.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -568,3 +570,30 @@ def test_torchrun_two_processes_train_and_write_one_checkpoint(tmp_path, small_c
     evaluated = [line for line in lines if "segm/AP" in line]
     assert len(evaluated) == 1 and evaluated[0]["iteration"] == 3 and 0.0 <= evaluated[0]["segm/AP"] <= 100.0
     assert math.isfinite([line for line in lines if "total_loss" in line][-1]["total_loss"])
+
+
+@pytest.mark.parametrize("gpus,requested,expected", [
+    (2, "auto", "cuda:1"), (1, "auto", "cpu"), (0, "auto", "cpu"), (2, "cuda", "cuda:1"), (1, "cpu", "cpu"),
+])
+def test_torchrun_device_gives_each_local_process_its_own_gpu(monkeypatch, gpus, requested, expected):
+    from instseg_deploy.training.trainer import _resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert str(_resolve_device(requested, world_size=2)) == expected
+
+
+def test_torchrun_with_more_processes_than_gpus_is_refused_for_cuda(monkeypatch):
+    from instseg_deploy.training.trainer import _resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(ConfigError, match="2 processes on this machine but 1 GPU"):
+        _resolve_device("cuda", world_size=2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="no CUDA GPU is visible"):
+        _resolve_device("cuda", world_size=1)

@@ -14,18 +14,29 @@ COLUMNS = ("backend", "batch", "threads", "img/s", "e2e mean", "e2e p50", "e2e p
            "startup s", "RSS MB", "GFLOP/img", "GFLOP/s", "% peak")
 
 
+def columns(result: dict) -> tuple[str, ...]:
+    """COLUMNS, plus the GPU's peak memory where the rows ran on CUDA."""
+    return COLUMNS + (("GPU MB",) if any("gpu_peak_mb" in r for r in result["rows"]) else ())
+
+
 def cells(row: dict) -> list[str]:
     e, m = row["end_to_end_ms"], row["model_ms"]
-    return [row["label"], str(row["batch"]), str(row["threads"]), f"{row['images_per_s']:.2f}", f"{e['mean']:.1f}",
-            f"{e['p50']:.1f}", f"{e['p90']:.1f}", f"{e['p99']:.1f}", f"{m['p50']:.1f}", f"{row['startup_s']:.2f}",
-            f"{row['peak_rss_mb']:.0f}", f"{row['gflops_per_image']:.1f}", f"{row['achieved_gflops_per_s']:.1f}",
-            f"{row['percent_of_peak']:.1f}"]
+    values = [row["label"], str(row["batch"]), str(row["threads"]), f"{row['images_per_s']:.2f}", f"{e['mean']:.1f}",
+              f"{e['p50']:.1f}", f"{e['p90']:.1f}", f"{e['p99']:.1f}", f"{m['p50']:.1f}", f"{row['startup_s']:.2f}",
+              f"{row['peak_rss_mb']:.0f}", f"{row['gflops_per_image']:.1f}", f"{row['achieved_gflops_per_s']:.1f}",
+              f"{row['percent_of_peak']:.1f}"]
+    return values + ([f"{row['gpu_peak_mb']:.0f}"] if "gpu_peak_mb" in row else [])
+
+
+def _peak_source(result: dict) -> str:
+    # Results written before peak_source existed were all CPU sgemm peaks.
+    return result.get("peak_source", f"float32 sgemm, {result['peak_threads']} threads")
 
 
 def rich_table(result: dict) -> Table:
     table = Table(title=f"instseg bench: input {result['input']}, latencies in ms "
-                        f"(peak {result['peak_gflops_per_s']:.0f} GFLOP/s measured by sgemm)")
-    for c in COLUMNS:
+                        f"(peak {result['peak_gflops_per_s']:.0f} GFLOP/s: {_peak_source(result)})")
+    for c in columns(result):
         table.add_column(c, justify="left" if c == "backend" else "right")
     for row in result["rows"]:
         table.add_row(*cells(row))
@@ -35,8 +46,8 @@ def rich_table(result: dict) -> Table:
 def markdown(result: dict) -> str:
     lines = [f"Input: {result['input']}. Latencies in ms; img/s end to end (preprocess + model + postprocess); "
              f"model p50 is the backend's run alone. Peak: {result['peak_gflops_per_s']:.0f} GFLOP/s "
-             f"(float32 sgemm, {result['peak_threads']} threads, measured in this run).", "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+             f"({_peak_source(result)}, measured in this run).", "",
+             "| " + " | ".join(columns(result)) + " |", "|" + "---|" * len(columns(result))]
     lines += ["| " + " | ".join(cells(row)) + " |" for row in result["rows"]]
     return "\n".join(lines) + "\n"
 

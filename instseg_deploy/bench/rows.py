@@ -61,7 +61,7 @@ def _measure(spec: RowSpec) -> dict:
         if cuda:
             torch.cuda.synchronize()
 
-    end_to_end, model_only, detections = [], [], 0
+    end_to_end, model_only, detections, input_hws = [], [], 0, set()
     for i in range(spec.warmup + spec.iters):
         chunk = batches[i % len(batches)]
         prepared = preprocess(chunk, predictor.params, predictor.channel_order, pad_to=predictor.runner.pad_to)
@@ -77,10 +77,11 @@ def _measure(spec: RowSpec) -> dict:
             model_only.append(t1 - t0)
             end_to_end.append(t2 - t1)
             detections += sum(len(r) for r in results)
+            input_hws.add(tuple(prepared.images.shape[2:]))
     part = {
         "backend": spec.backend, "label": spec.label, "batch": spec.batch, "threads": spec.threads,
         "startup_s": startup, "end_to_end_s": end_to_end, "model_s": model_only, "detections": detections,
-        "input_hw": list(prepared.images.shape[2:]), "peak_rss_mb": peak_rss_mb(),
+        "input_hws": sorted(input_hws), "peak_rss_mb": peak_rss_mb(),
     }
     if cuda:
         part["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -94,8 +95,11 @@ def merge_rounds(parts: list[dict]) -> dict:
     end_to_end = [t for p in parts for t in p["end_to_end_s"]]
     model_only = [t for p in parts for t in p["model_s"]]
     batch = first["batch"]
-    row = {k: first[k] for k in ("backend", "label", "batch", "threads", "input_hw")}
+    row = {k: first[k] for k in ("backend", "label", "batch", "threads")}
+    # Padded network inputs seen (images of other aspect ratios pad differently); the largest by area.
+    input_hws = sorted({tuple(hw) for p in parts for hw in p["input_hws"]})
     row.update({
+        "input_hw": list(max(input_hws, key=lambda hw: hw[0] * hw[1])), "input_hws": [list(hw) for hw in input_hws],
         "rounds": len(parts), "startup_s": statistics.median(p["startup_s"] for p in parts),
         "end_to_end_ms": latency_stats(end_to_end), "model_ms": latency_stats(model_only),
         "images_per_s": batch / statistics.fmean(end_to_end),

@@ -117,7 +117,7 @@ def run_bench(backends: list[str], config: Optional[Path], weights: Optional[Pat
               images: Optional[Path], hw: Optional[tuple[int, int]], batches: list[int], thread_counts: list[int],
               warmup: int, iters: int, device: str = "cpu", rounds: int = 1) -> dict:
     """Measure every (backend/model, batch, threads) row; returns the result dict the reports take."""
-    from instseg_deploy.bench.flops import count_gflops, measure_peak_gflops
+    from instseg_deploy.bench.flops import count_gflops, measure_gpu_peak_gflops, measure_peak_gflops
     from instseg_deploy.bench.inputs import generated_images, resized_copies
     from instseg_deploy.bench.rows import RowSpec, image_paths, merge_rounds, run_row
     from instseg_deploy.image_io import read_image
@@ -164,9 +164,15 @@ def run_bench(backends: list[str], config: Optional[Path], weights: Optional[Pat
         peaks = {}
         parts = [[] for _ in specs]
         with console.status("measuring") as status:
-            for t in thread_counts:
-                status.update(f"measuring the sgemm peak with {t} thread(s)")
-                peaks[t] = measure_peak_gflops(t)
+            if device.startswith("cuda"):  # GPU rows run against the GPU's limit, whatever the CPU threads
+                status.update(f"measuring the GEMM peak of {device}")
+                gpu_peak, peak_source = measure_gpu_peak_gflops(device)
+                peaks = dict.fromkeys(thread_counts, gpu_peak)
+            else:
+                for t in thread_counts:
+                    status.update(f"measuring the sgemm peak with {t} thread(s)")
+                    peaks[t] = measure_peak_gflops(t)
+                peak_source = f"float32 sgemm, {max(peaks, key=peaks.get)} threads"
             for r in range(rounds):
                 for i, spec in enumerate(specs):
                     status.update(f"round {r + 1}/{rounds}, row {i + 1}/{len(specs)}: {spec.label}, "
@@ -178,10 +184,22 @@ def run_bench(backends: list[str], config: Optional[Path], weights: Optional[Pat
             row["achieved_gflops_per_s"] = gflops * row["model_images_per_s"]
             row["percent_of_peak"] = 100 * row["achieved_gflops_per_s"] / peaks[spec.threads]
     return {
-        "input": f"{rows[0]['input_hw'][0]}x{rows[0]['input_hw'][1]} padded" if rows else "",
+        "input": _input_label(rows),
         "peak_gflops_per_s": max(peaks.values()), "peak_threads": max(peaks, key=peaks.get),
-        "peaks_by_threads": peaks, "machine": _machine(), "rows": rows,
+        "peak_source": peak_source,
+        "peaks_by_threads": peaks, "machine": _machine(device), "rows": rows,
     }
+
+
+def _input_label(rows: list[dict]) -> str:
+    """The padded input size(s) the rows ran, e.g. "800x1344 padded" or "320x416 to 384x512 padded"."""
+    sizes = sorted({tuple(hw) for row in rows for hw in row["input_hws"]}, key=lambda hw: hw[0] * hw[1])
+    if not sizes:
+        return ""
+    label = "x".join(map(str, sizes[0]))
+    if len(sizes) > 1:
+        label += " to " + "x".join(map(str, sizes[-1]))
+    return label + " padded"
 
 
 def _s(path: Optional[Path]) -> Optional[str]:
@@ -197,7 +215,7 @@ def _params_for(model, hw):
     return dataclasses.replace(params, min_size=min(hw), max_size=max(hw)) if hw else params
 
 
-def _machine() -> dict:
+def _machine(device: str = "cpu") -> dict:
     import onnxruntime
     import torch
 
@@ -211,8 +229,11 @@ def _machine() -> dict:
         pass
     import os
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__, "platform": platform.platform()}
+    machine = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+               "onnxruntime": onnxruntime.__version__, "platform": platform.platform()}
+    if device.startswith("cuda"):
+        machine.update(gpu=torch.cuda.get_device_name(torch.device(device)), cuda=torch.version.cuda)
+    return machine
 
 
 def register(app: typer.Typer) -> None:

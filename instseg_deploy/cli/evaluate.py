@@ -126,7 +126,8 @@ def _evaluate_backend(backend, config, weights, model, providers, threads, image
 
     dataset = load_coco_dataset(images, _checked_annotations(annotations))
     records = dataset.images[:limit] if limit else dataset.images
-    rank, world_size = init_from_env()
+    # Ranks exchange only Python lists of detections: gloo carries them whatever the model's device.
+    rank, world_size = init_from_env("gloo")
     predictor = load_predictor(backend, config, weights, model, device=device, providers=providers, threads=threads)
     results, detections = evaluate_predictor(predictor, dataset, records, evaluator, f"eval {backend}",
                                              restrict=bool(limit), rank=rank, world_size=world_size)

@@ -6,16 +6,15 @@ import os
 from typing import Any
 
 
-def init_from_env() -> tuple[int, int]:
-    """(rank, world size); joins the process group when launched by torchrun with > 1 process."""
+def init_from_env(backend: str) -> tuple[int, int]:
+    """(rank, world size); joins the process group (``backend``: gloo or nccl) when launched by
+    torchrun with > 1 process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return 0, 1
-    import torch
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
     return dist.get_rank(), dist.get_world_size()
 

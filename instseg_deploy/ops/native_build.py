@@ -1,6 +1,7 @@
-"""Builds the RoIAlign CPU twin (plugins/src) into a shared library with g++, once per source version.
+"""Builds the RoIAlign libraries of plugins/src, once per source version: the CPU twin with g++ and,
+on a machine with a GPU, the CUDA kernel with nvcc.
 
-The library lands in a cache folder named after a hash of its sources and flags, so an edited
+Each library lands in a cache folder named after a hash of its sources and flags, so an edited
 kernel rebuilds itself and a fresh clone needs no separate build step. A file lock keeps
 concurrent test processes from compiling over each other.
 """
@@ -29,6 +30,12 @@ TWIN_FILES = (
 # No -ffast-math and no -march: the twin must round like torchvision's reference build.
 CXX_FLAGS = ("-std=c++17", "-O2", "-fPIC", "-shared", "-fvisibility=hidden")
 
+CUDA_LIBRARY_NAME = "libinstseg_roi_align_cuda.so"
+# The kernel's translation unit: the twin's shared math plus its own files.
+CUDA_FILES = ("multilevel_roi_align_kernel.cu", "multilevel_roi_align_kernel.h", "roi_align_math.h",
+              "pooler_config.h", "roi_align_status.h")
+NVCC_FLAGS = ("-std=c++17", "-O3", "-shared", "-Xcompiler", "-fPIC")
+
 LIBRARY_ENV = "INSTSEG_ROI_ALIGN_TWIN_LIB"  # use a prebuilt library (e.g. from CMake) instead
 CACHE_ENV = "INSTSEG_DEPLOY_CACHE"
 
@@ -48,13 +55,19 @@ def compiler() -> str | None:
     return shutil.which(os.environ.get("CXX", "g++"))
 
 
-def _source_digest(cxx: str) -> str:
+def _source_digest(flags: tuple[str, ...], files: tuple[str, ...]) -> str:
     digest = hashlib.sha256()
-    digest.update(" ".join((os.path.basename(cxx),) + CXX_FLAGS).encode())
-    for name in TWIN_FILES:
+    digest.update(" ".join(flags).encode())
+    for name in files:
         digest.update(name.encode())
         digest.update((PLUGIN_SRC / name).read_bytes())
     return digest.hexdigest()[:16]
+
+
+def _check_sources(files: tuple[str, ...]) -> None:
+    if not (PLUGIN_SRC / files[0]).is_file():
+        raise NativeBuildError(f"RoIAlign sources not found under {PLUGIN_SRC}; use a source checkout "
+                               f"or set {LIBRARY_ENV}")
 
 
 def twin_library_path() -> Path:
@@ -64,27 +77,44 @@ def twin_library_path() -> Path:
     cxx = compiler()
     if cxx is None:
         raise NativeBuildError("no C++ compiler (g++ or $CXX) found to build the RoIAlign CPU twin")
-    if not (PLUGIN_SRC / TWIN_FILES[0]).is_file():
-        raise NativeBuildError(f"RoIAlign sources not found under {PLUGIN_SRC}; use a source checkout "
-                               f"or set {LIBRARY_ENV}")
-    out_dir = cache_root() / f"roi_align_twin-{_source_digest(cxx)}"
-    target = out_dir / TWIN_LIBRARY_NAME
+    _check_sources(TWIN_FILES)
+    flags = (os.path.basename(cxx),) + CXX_FLAGS
+    out_dir = cache_root() / f"roi_align_twin-{_source_digest(flags, TWIN_FILES)}"
+    return _build_once(out_dir / TWIN_LIBRARY_NAME,
+                       lambda out: [cxx, *CXX_FLAGS, "-I", str(PLUGIN_SRC), str(PLUGIN_SRC / TWIN_FILES[0]), "-o", out])
+
+
+def cuda_library_path(arch: str) -> Path:
+    """Path of the CUDA kernel library (C ABI ``instseg_multilevel_roi_align_cuda``) built for ``arch``
+    (e.g. ``sm_90``), compiling it with nvcc first if this source version has none yet."""
+    nvcc = shutil.which(os.environ.get("NVCC", "nvcc"))
+    if nvcc is None:
+        raise NativeBuildError("nvcc not found (install the CUDA toolkit or set $NVCC) to build the RoIAlign kernel")
+    _check_sources(CUDA_FILES)
+    flags = NVCC_FLAGS + (f"-arch={arch}",)
+    out_dir = cache_root() / f"roi_align_cuda-{_source_digest(flags, CUDA_FILES)}"
+    return _build_once(out_dir / CUDA_LIBRARY_NAME,
+                       lambda out: [nvcc, *flags, "-I", str(PLUGIN_SRC), str(PLUGIN_SRC / CUDA_FILES[0]), "-o", out])
+
+
+def _build_once(target: Path, command) -> Path:
+    """``target``, built by running ``command(temporary_path)`` unless it exists."""
     if target.is_file():
         return target
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / ".lock", "w") as lock:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not target.is_file():  # another process may have built it while we waited
-            _compile(cxx, out_dir, target)
+            _compile(command, target)
     return target
 
 
-def _compile(cxx: str, out_dir: Path, target: Path) -> None:
-    fd, tmp_name = tempfile.mkstemp(suffix=".so", dir=out_dir)
+def _compile(command, target: Path) -> None:
+    fd, tmp_name = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
-    cmd = [cxx, *CXX_FLAGS, "-I", str(PLUGIN_SRC), str(PLUGIN_SRC / TWIN_FILES[0]), "-o", tmp_name]
+    cmd = command(tmp_name)
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         os.unlink(tmp_name)
-        raise NativeBuildError(f"building the RoIAlign CPU twin failed:\n{' '.join(cmd)}\n{result.stderr}")
+        raise NativeBuildError(f"building {target.name} failed:\n{' '.join(cmd)}\n{result.stderr}")
     os.replace(tmp_name, target)  # atomic: readers never see a half-written library

@@ -106,9 +106,18 @@ def _iteration_seed(seed: int, rank: int, iteration: int) -> int:
 
 
 def _resolve_device(device: str, world_size: int) -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    """The device of this process; under torchrun, GPU ``LOCAL_RANK`` (one GPU per process)."""
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if world_size > 1 else 1
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device == "auto":  # GPUs only when every local process gets its own
+        device = "cuda" if gpus and local_processes <= gpus else "cpu"
+    if device.startswith("cuda") and not gpus:
+        raise ConfigError(f"--device {device}: no CUDA GPU is visible to torch (torch {torch.__version__}); "
+                          "use --device cpu or auto")
     if device == "cuda" and world_size > 1:
+        if local_processes > gpus:
+            raise ConfigError(f"--device cuda: torchrun started {local_processes} processes on this machine but "
+                              f"{gpus} GPU(s) are visible; use --nproc_per_node {gpus} or --device cpu")
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     try:
         return torch.device(device)
@@ -226,10 +235,12 @@ def _distributed(module: nn.Module, device: torch.device) -> nn.Module:
 def train(cfg: InstsegConfig, train_set: CocoDataset, val_set: CocoDataset | None, options: TrainOptions,
           reporter: Reporter | None = None, after_iteration: Callable[[int], None] | None = None) -> TrainResult:
     """Train (or resume) a run into ``options.out_dir``; see the module docstring."""
-    rank, world_size = init_from_env()
+    device = _resolve_device(options.device, int(os.environ.get("WORLD_SIZE", "1")))
+    # The process group follows the training device: NCCL cannot carry CPU tensors.
+    rank, world_size = init_from_env("nccl" if device.type == "cuda" else "gloo")
     try:
         return _train(cfg, train_set, val_set, options, reporter if rank == 0 and reporter else Reporter(),
-                      after_iteration, rank, world_size)
+                      after_iteration, rank, world_size, device)
     finally:
         if world_size > 1:
             import torch.distributed as dist
@@ -238,9 +249,8 @@ def train(cfg: InstsegConfig, train_set: CocoDataset, val_set: CocoDataset | Non
                 dist.destroy_process_group()
 
 
-def _train(cfg, train_set, val_set, options, reporter, after_iteration, rank, world_size) -> TrainResult:
+def _train(cfg, train_set, val_set, options, reporter, after_iteration, rank, world_size, device) -> TrainResult:
     out_dir = Path(options.out_dir)
-    device = _resolve_device(options.device, world_size)
     resume_from = last_checkpoint(out_dir) if out_dir.is_dir() else None
     if resume_from is not None and not options.resume:
         raise InstsegError(f"{out_dir} already holds a training run ({resume_from.name}); pass --resume to continue "
