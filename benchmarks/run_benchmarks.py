@@ -3,13 +3,15 @@
     python benchmarks/run_benchmarks.py [--quick]
 
 Writes RESULTS.md and results.json (the raw rows). When results.json already holds a run from
-the same machine (same CPU, core count and library versions) and of the same kind (--quick or not),
+the same machine (same CPU, core count and library versions) with the same settings (--quick or not),
 RESULTS.md also gets a run-to-run section: every row's median latency now and in that previous
 run, so running the command twice measures its own reproducibility.
 
 Same checkpoint everywhere: the detectron2-trained R50-FPN fixture (tests/data/detectron2/shapes_r50).
 Rows: torch eager vs ONNX Runtime FP32 (and INT8 / FP16 when `instseg quantize` is available) at
-800x1333 and at the model's own 320-short-side size, a batch/threads sweep at the small size.
+800x1333 and at 320x448 (the fixture model's own short side, 320), a batch/threads sweep at the small size.
+Every image is resized to the section's size, so a row's latencies vary with the machine and the
+number of detections, not with which image's aspect ratio came up.
 Run it on an idle machine: it measures wall-clock time.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,7 +31,7 @@ FIXTURE = REPO / "tests" / "data" / "detectron2"
 CONFIG = FIXTURE / "shapes_r50" / "config.yaml"
 WEIGHTS = FIXTURE / "shapes_r50" / "model_final.pkl"
 CALIB = FIXTURE / "photos"
-SECTION_INPUTS = {"large": "800x1333", "small": "short side 320"}
+SECTION_INPUTS = {"large": "800x1333", "small": "320x448"}
 
 
 def instseg(*args: str) -> None:
@@ -48,10 +51,11 @@ def quantized_models(work: Path, fp32: Path) -> list[Path]:
     return [int8, fp16]
 
 
-def bench(work: Path, name: str, models: list[Path], *extra: str) -> dict:
+def bench(work: Path, name: str, models: list[Path], settings: dict, *extra: str) -> dict:
     out = work / f"{name}.json"
     args = ["bench", "--backend", "torch,ort", "--config", str(CONFIG), "--weights", str(WEIGHTS),
-            "--json", str(out), *extra]
+            "--json", str(out), "--size", settings["sizes"][name], "--warmup", str(settings["warmup"]), "--iters", str(settings["iters"]),
+            "--rounds", str(settings["rounds"]), "--processes", str(settings["processes"]), *extra]
     for m in models:
         args += ["--model", str(m)]
     instseg(*args)
@@ -76,8 +80,10 @@ def _row_key(section: str, row: dict) -> tuple:
     return section, row["label"], row["batch"], row["threads"]
 
 
-def same_machine(a: dict, b: dict) -> bool:
-    return all(a.get(k) == b.get(k) for k in ("cpu", "cores", "torch", "onnxruntime"))
+def comparable(a: dict, b: dict) -> bool:
+    """Same machine (CPU, cores, library versions) and same measuring settings."""
+    return (a.get("settings") == b.get("settings")
+            and all(a["machine"].get(k) == b["machine"].get(k) for k in ("cpu", "cores", "torch", "onnxruntime")))
 
 
 def reproducibility_lines(previous: dict, current: dict) -> list[str]:
@@ -103,12 +109,12 @@ def reproducibility_lines(previous: dict, current: dict) -> list[str]:
         lines += ["", f"Largest change of a median between the two runs: **{100 * worst:+.1f}%** "
                       f"({len(changes)} medians compared; {sum(abs(c) <= 0.10 for c in changes)} within 10%)."]
     # The machine's own speed in each run: a shared VM's sgemm moves too, whatever the benchmark does.
-    peaks = [f"{SECTION_INPUTS[sec]} section {previous[sec]['peak_gflops_per_s']:.0f} -> "
-             f"{current[sec]['peak_gflops_per_s']:.0f} GFLOP/s "
-             f"({100 * (current[sec]['peak_gflops_per_s'] / previous[sec]['peak_gflops_per_s'] - 1):+.1f}%)"
-             for sec in ("large", "small")]
-    lines += ["", "The machine's float32 sgemm peak, measured at the start of each section of each run: "
-              + "; ".join(peaks) + "."]
+    speeds = []
+    for sec in ("large", "small"):
+        a, b = (statistics.median(run[sec]["machine_gflops_by_round"]) for run in (previous, current))
+        speeds.append(f"{SECTION_INPUTS[sec]} section {a:.0f} -> {b:.0f} GFLOP/s ({100 * (b / a - 1):+.1f}%)")
+    lines += ["", "The machine's own speed in the two runs, as the median of a small float32 sgemm measured after "
+              "every round: " + "; ".join(speeds) + "."]
     return lines
 
 
@@ -119,10 +125,12 @@ def main() -> None:
     parser.add_argument("--raw", type=Path, default=REPO / "benchmarks" / "results.json",
                         help="raw rows of the run; read first as the previous run to compare with")
     args = parser.parse_args()
-    # 5 interleaved rounds per row (fresh processes): a row's samples are spread over the whole run, so
-    # a slow minute of a shared machine (its sgemm speed swings by +-25% within minutes) moves no row's median alone
-    warmup, timed, rounds = (1, 3, 1) if args.quick else (2, 4, 5)
-    iters = ["--warmup", str(warmup), "--iters", str(timed), "--rounds", str(rounds)]
+    # One timed iteration per row and round, 64 rounds: each row's samples come from 64 moments spread over
+    # the whole run, so a slow minute of a shared machine (its sgemm speed swings by +-25% within minutes)
+    # moves no row's median alone. 64 is a whole number of passes over the 8 images at batch 1 and 2.
+    # The rounds are split among 4 successive processes per row: each process's speed is a draw of its own.
+    settings = {"sizes": SECTION_INPUTS, "warmup": 1 if args.quick else 2, "iters": 1,
+                "rounds": 2 if args.quick else 64, "processes": 2 if args.quick else 4}
     sys.path.insert(0, str(REPO))
     from instseg_deploy.atomic import write_json, write_text
     from instseg_deploy.bench.report import markdown
@@ -132,14 +140,14 @@ def main() -> None:
         fp32 = work / "model.onnx"
         instseg("export", "--to", "onnx", "--config", str(CONFIG), "--weights", str(WEIGHTS), "--out", str(fp32))
         models = [fp32, *quantized_models(work, fp32)]
-        large = bench(work, "large", models, "--size", "800x1333", *iters)
-        small = bench(work, "small", models, "--batch", "1,2", "--threads", "1,2", *iters)
+        large = bench(work, "large", models, settings)
+        small = bench(work, "small", models, settings, "--batch", "1,2", "--threads", "1,2")
     machine = large["machine"]
-    current = {"written": datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine, "quick": args.quick,
+    current = {"written": datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine, "settings": settings,
                "large": large, "small": small}
     previous = json.loads(args.raw.read_text()) if args.raw.is_file() else None
-    if previous and (previous.get("quick") != args.quick or not same_machine(previous["machine"], machine)):
-        previous = None  # another machine or another iteration count: not a reproducibility check
+    if previous and not comparable(previous, current):
+        previous = None  # another machine or other settings: not a reproducibility check
     text = [
         "# Benchmark results",
         "",
@@ -151,15 +159,19 @@ def main() -> None:
         "thin widths); the same checkpoint in every row. ONNX rows run the `instseg export` graph.",
         "GFLOP/s = the model's conv/matmul FLOPs x model-only images/s; % peak = that over the float32 sgemm "
         "peak measured in the same run with the same thread count.",
-        f"Every row is measured in {rounds} round(s), round-robin over the rows, each round a fresh process with "
-        f"{warmup} warm-up and {timed} timed iterations; the statistics pool the {rounds * timed} samples.",
+        f"Every row is measured in {settings['rounds']} rounds, round-robin over the rows, {settings['iters']} "
+        f"timed iteration(s) per row and round, in {settings['processes']} successive processes per row (each "
+        f"loaded and warmed up with {settings['warmup']} iteration(s), then kept for its share of the rounds); "
+        f"the statistics pool the {settings['rounds'] * settings['iters']} "
+        "samples. An iteration is one pass of preprocess + model + postprocess, timed whole (end to end) and "
+        "around the model alone (model-only).",
         "",
         "## 800x1333 (COCO test size), batch 1, all cores",
         "",
         markdown(large),
         *ratio_lines(large),
         "",
-        "## The model's own size (short side 320), batch and thread sweep",
+        "## 320x448 (the model's own short side), batch and thread sweep",
         "",
         markdown(small),
         *ratio_lines(small),
@@ -167,7 +179,8 @@ def main() -> None:
         "## Run-to-run reproducibility",
         "",
         *(reproducibility_lines(previous, current) if previous else
-          ["No earlier run of this command on this machine in results.json: run it again to fill this section."]),
+          ["No earlier run of this command with these settings on this machine in results.json: run it again to "
+           "fill this section."]),
         "",
         "## INT8 / FP16 at full R50-FPN width",
         "",

@@ -6,9 +6,9 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from instseg_deploy.backends.base import Runner
+from instseg_deploy.backends.base import RawDetections, Runner
 from instseg_deploy.processing.postprocess import postprocess
-from instseg_deploy.processing.preprocess import PreprocessParams, preprocess
+from instseg_deploy.processing.preprocess import Batch, PreprocessParams, preprocess
 from instseg_deploy.structures import Instances
 
 
@@ -40,10 +40,18 @@ class Predictor:
         return results
 
     def _predict_batch(self, images: list[np.ndarray]) -> list[Instances]:
-        batch = preprocess(images, self.params, self.channel_order, pad_to=getattr(self.runner, "pad_to", None))
-        raw = self.runner.run(batch)
+        batch = self.preprocess_batch(images)
+        return self.postprocess_batch(batch, self.runner.run(batch))
+
+    def preprocess_batch(self, images: list[np.ndarray]) -> Batch:
+        """First stage of :meth:`predict`: resize, normalise and pad the images into one batch."""
+        return preprocess(images, self.params, self.channel_order, pad_to=getattr(self.runner, "pad_to", None))
+
+    def postprocess_batch(self, batch: Batch, raw: RawDetections) -> list[Instances]:
+        """Last stage of :meth:`predict`: the runner's raw detections of ``batch`` to one
+        :class:`Instances` per image, in original image coordinates."""
         results = []
-        for i in range(len(images)):
+        for i in range(len(batch.image_sizes)):
             sel = raw.batch_idx == i
             results.append(postprocess(
                 raw.boxes[sel], raw.scores[sel], raw.classes[sel], raw.mask_probs[sel],

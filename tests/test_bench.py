@@ -20,7 +20,7 @@ def test_bench_torch_and_ort_rows(tmp_path, tiny_config_path):
     save_checkpoint(weights, build_model(cfg.model), cfg.raw, ("disc", "square", "triangle", "ring"))
     out = tmp_path / "bench"
     result = runner.invoke(app, ["bench", "--backend", "torch,ort", "--weights", str(weights), "--size", "128x192",
-                                 "--batch", "2", "--threads", "1", "--warmup", "1", "--iters", "2", "--rounds", "2",
+                                 "--batch", "2", "--threads", "1", "--warmup", "1", "--iters", "2", "--rounds", "2", "--processes", "2",
                                  "--json", str(out / "b.json"), "--markdown", str(out / "b.md"),
                                  "--plot", str(out / "b.png")])
     assert result.exit_code == 0, result.output
@@ -29,6 +29,7 @@ def test_bench_torch_and_ort_rows(tmp_path, tiny_config_path):
     assert [(r["label"], r["batch"], r["threads"]) for r in rows] == [("torch fp32", 2, 1), ("ort fp32", 2, 1)]
     assert report["peak_gflops_per_s"] > 0 and report["machine"]["cores"] >= 1
     assert report["input"] == "128x192 padded" and report["peak_source"].startswith("float32 sgemm")
+    assert len(report["machine_gflops_by_round"]) == 2 and min(report["machine_gflops_by_round"]) > 0
     for row in rows:
         for key in ("end_to_end_ms", "model_ms"):
             s = row[key]
@@ -36,10 +37,52 @@ def test_bench_torch_and_ort_rows(tmp_path, tiny_config_path):
         assert row["images_per_s"] > 0 and row["startup_s"] > 0 and row["peak_rss_mb"] > 50
         assert row["gflops_per_image"] > 0 and 0 < row["percent_of_peak"]
         assert row["input_hw"] == [128, 192] and row["input_hws"] == [[128, 192]]
-        assert row["rounds"] == 2 and len(row["round_p50_ms"]) == 2 and "end_to_end_s" not in row
+        assert row["rounds"] == 2 and row["processes"] == 2 and len(row["round_p50_ms"]) == 2
+        assert "end_to_end_s" not in row
     table = (out / "b.md").read_text()
     assert table.count("\n| ") == 1 + len(rows) and "% peak" in table
     assert (out / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_rows_continue_the_image_cycle_across_rounds_and_processes(tmp_path, tiny_config_path):
+    import cv2
+    import numpy as np
+
+    from instseg_deploy.bench.rows import RowSpec, measure_rows
+
+    cfg = load_config(tiny_config_path)
+    weights = tmp_path / "tiny.pth"
+    save_checkpoint(weights, build_model(cfg.model), cfg.raw, ("disc", "square", "triangle", "ring"))
+    images = []
+    for i, (h, w) in enumerate([(96, 128), (128, 96), (96, 96)]):  # three padded sizes at short side 96
+        images.append(str(tmp_path / f"{i}.png"))
+        cv2.imwrite(images[-1], np.full((h, w, 3), 40 * i, np.uint8))
+    spec = RowSpec("torch", "torch fp32", batch=1, threads=1, images=tuple(images), warmup=1, iters=1,
+                   min_size=96, max_size=128, weights=str(weights))
+    messages = []
+    (row,) = measure_rows([spec], rounds=3, progress=messages.append, processes=2)
+    # One timed iteration per round, each on the next image, also across the change of process:
+    # three rounds see all three sizes.
+    assert row["rounds"] == 3 and row["processes"] == 2 and len(row["round_p50_ms"]) == 3
+    assert row["input_hws"] == [[96, 96], [96, 128], [128, 96]]
+    assert [m.split(":")[0] for m in messages] == [
+        "process 1/2", "round 1/3, row 1/1", "process 2/2", "round 2/3, row 1/1", "round 3/3, row 1/1"]
+
+
+def test_a_failing_row_reports_its_error_and_leaves_no_process(tmp_path):
+    import multiprocessing
+
+    import pytest
+
+    from instseg_deploy.bench.rows import RowSpec, measure_rows
+
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx model")
+    spec = RowSpec("ort", "ort fp32", batch=1, threads=1, images=(), warmup=0, iters=1, min_size=None,
+                   max_size=None, model=str(broken))
+    with pytest.raises(RuntimeError, match=r"ort fp32 \(batch 1, 1 threads\): .*not a readable ONNX model"):
+        measure_rows([spec], rounds=1)
+    assert not multiprocessing.active_children()
 
 
 def test_bench_rejects_bad_requests(tmp_path):
@@ -62,25 +105,29 @@ def _results_script():
     return module
 
 
-def _run(written: str, e2e_p50: float, model_p50: float, cpu: str = "EPYC") -> dict:
+def _run(written: str, e2e_p50: float, model_p50: float, cpu: str = "EPYC", rounds: int = 32,
+         speed: float = 100.0) -> dict:
     row = {"label": "ort fp32", "batch": 1, "threads": 2,
            "end_to_end_ms": {"p50": e2e_p50}, "model_ms": {"p50": model_p50}}
-    section = {"input": "800x1344 padded", "rows": [row], "peak_gflops_per_s": 100.0}
+    section = {"input": "800x1344 padded", "rows": [row], "machine_gflops_by_round": [speed, 2 * speed, speed / 2]}
     return {"written": written, "machine": {"cpu": cpu, "cores": 2, "torch": "2", "onnxruntime": "1"},
-            "large": section, "small": {"input": "320x416 padded", "rows": [], "peak_gflops_per_s": 50.0}}
+            "settings": {"sizes": {"large": "800x1333", "small": "320x448"}, "warmup": 2, "iters": 1,
+                         "rounds": rounds, "processes": 4},
+            "large": section, "small": {"input": "320x416 padded", "rows": [], "machine_gflops_by_round": [50.0]}}
 
 
 def test_results_script_compares_medians_of_two_runs():
     script = _results_script()
-    before, now = _run("day 1", 1000.0, 800.0), _run("day 2", 1050.0, 700.0)
+    before, now = _run("day 1", 1000.0, 800.0), _run("day 2", 1050.0, 700.0, speed=90.0)
     lines = script.reproducibility_lines(before, now)
     row = next(line for line in lines if line.startswith("| 800x1333"))
     assert "1000.0 | 1050.0 | +5.0%" in row and "800.0 | 700.0 | -12.5%" in row
     summary = next(line for line in lines if line.startswith("Largest change"))
     assert "**-12.5%**" in summary and "2 medians compared; 1 within 10%" in summary
-    assert "800x1333 section 100 -> 100 GFLOP/s (+0.0%)" in lines[-1]
-    assert script.same_machine(before["machine"], now["machine"])
-    assert not script.same_machine(before["machine"], _run("x", 1, 1, cpu="Xeon")["machine"])
+    assert "800x1333 section 100 -> 90 GFLOP/s (-10.0%)" in lines[-1]
+    assert script.comparable(before, now)
+    assert not script.comparable(before, _run("x", 1, 1, cpu="Xeon"))
+    assert not script.comparable(before, _run("x", 1, 1, rounds=5))
 
 
 def test_input_label_names_every_padded_size():

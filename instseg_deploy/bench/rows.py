@@ -1,6 +1,11 @@
-"""One benchmark row: a backend, a model, a batch size and a thread count, measured in a fresh process.
+"""Benchmark rows: a backend, a model, a batch size and a thread count, each in a process of its own.
 
-A fresh process per row keeps rows independent (thread pools, allocator state, peak memory).
+A process per row keeps rows independent (thread pools, allocator state, peak memory). A row's process
+loads its model and warms up once, then the parent asks every row in turn for a few timed iterations per
+round, so each row's samples are spread over the whole run and a slow minute of a shared machine moves
+all rows alike instead of the one row that was running. A process's speed is also a draw of its own
+(torch with 2 threads: +-8% from one process to the next, steady for the process's life), so the rounds
+can be split among several successive processes per row, whose draws then average out.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Optional
 
 from instseg_deploy.bench.stats import latency_stats
 
@@ -25,7 +31,7 @@ class RowSpec:
     threads: int
     images: tuple[str, ...]
     warmup: int
-    iters: int
+    iters: int  # timed iterations per round
     min_size: int | None  # override of the model's test resize (None: the model's own)
     max_size: int | None
     config: str | None = None
@@ -34,82 +40,207 @@ class RowSpec:
     device: str = "cpu"
 
 
-def _load(spec: RowSpec):
-    from instseg_deploy.loading import load_predictor
+class _RowSession:
+    """Child side: the loaded predictor and its batches; measures iterations on request."""
 
-    return load_predictor(spec.backend, spec.config, spec.weights, spec.model, device=spec.device,
-                          threads=spec.threads)
+    def __init__(self, spec: RowSpec, first: int):
+        import torch
 
+        from instseg_deploy.image_io import read_image
+        from instseg_deploy.loading import load_predictor
 
-def _measure(spec: RowSpec) -> dict:
-    import torch
+        torch.set_num_threads(spec.threads)
+        self.spec, self.cuda = spec, spec.device.startswith("cuda")
+        start = time.perf_counter()
+        self.predictor = load_predictor(spec.backend, spec.config, spec.weights, spec.model, device=spec.device,
+                                        threads=spec.threads)
+        self.startup_s = time.perf_counter() - start
+        if spec.min_size:
+            self.predictor.params = dataclasses.replace(self.predictor.params, min_size=spec.min_size,
+                                                        max_size=spec.max_size)
+        images = [read_image(p)[0] for p in spec.images]
+        self.batches = ([images[i:i + spec.batch] for i in range(0, len(images) - spec.batch + 1, spec.batch)]
+                        or [images])
+        self.timed = first  # timed iterations of the row so far: rounds continue the cycle over the batches
+        for i in range(spec.warmup):
+            self._iteration(self.batches[i % len(self.batches)])
 
-    from instseg_deploy.image_io import read_image
-    from instseg_deploy.processing.preprocess import preprocess
+    def _sync(self) -> None:
+        if self.cuda:
+            import torch
 
-    torch.set_num_threads(spec.threads)
-    start = time.perf_counter()
-    predictor = _load(spec)
-    startup = time.perf_counter() - start
-    if spec.min_size:
-        predictor.params = dataclasses.replace(predictor.params, min_size=spec.min_size, max_size=spec.max_size)
-    images = [read_image(p)[0] for p in spec.images]
-    batches = [images[i:i + spec.batch] for i in range(0, len(images) - spec.batch + 1, spec.batch)] or [images]
-    cuda = spec.device.startswith("cuda")
-
-    def sync():
-        if cuda:
             torch.cuda.synchronize()
 
-    end_to_end, model_only, detections, input_hws = [], [], 0, set()
-    for i in range(spec.warmup + spec.iters):
-        chunk = batches[i % len(batches)]
-        prepared = preprocess(chunk, predictor.params, predictor.channel_order, pad_to=predictor.runner.pad_to)
-        sync()
+    def _iteration(self, chunk: list) -> tuple[float, float, int, tuple[int, int]]:
+        """One pass of the predictor's stages over ``chunk``, timed whole (end to end) and around the
+        model alone: model seconds, end-to-end seconds, detections, padded input HxW."""
+        predictor = self.predictor
         t0 = time.perf_counter()
-        predictor.runner.run(prepared)
-        sync()
+        batch = predictor.preprocess_batch(chunk)
         t1 = time.perf_counter()
-        results = predictor.predict(chunk)
-        sync()
+        raw = predictor.runner.run(batch)
+        self._sync()
         t2 = time.perf_counter()
-        if i >= spec.warmup:
-            model_only.append(t1 - t0)
-            end_to_end.append(t2 - t1)
-            detections += sum(len(r) for r in results)
-            input_hws.add(tuple(prepared.images.shape[2:]))
-    part = {
-        "backend": spec.backend, "label": spec.label, "batch": spec.batch, "threads": spec.threads,
-        "startup_s": startup, "end_to_end_s": end_to_end, "model_s": model_only, "detections": detections,
-        "input_hws": sorted(input_hws), "peak_rss_mb": peak_rss_mb(),
-    }
-    if cuda:
-        part["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    return part
+        results = predictor.postprocess_batch(batch, raw)
+        t3 = time.perf_counter()
+        return t2 - t1, t3 - t0, sum(len(r) for r in results), tuple(batch.images.shape[2:])
+
+    def measure(self, iters: int) -> dict:
+        """One round: ``iters`` timed iterations, raw samples in seconds."""
+        model_only, end_to_end, detections, input_hws = [], [], 0, set()
+        for _ in range(iters):
+            m, e, n, hw = self._iteration(self.batches[self.timed % len(self.batches)])
+            self.timed += 1
+            model_only.append(m)
+            end_to_end.append(e)
+            detections += n
+            input_hws.add(hw)
+        return {"end_to_end_s": end_to_end, "model_s": model_only, "detections": detections,
+                "input_hws": sorted(input_hws)}
+
+    def final(self) -> dict:
+        info = {"startup_s": self.startup_s, "peak_rss_mb": peak_rss_mb()}
+        if self.cuda:
+            import torch
+
+            info["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        return info
 
 
-def merge_rounds(parts: list[dict]) -> dict:
-    """One table row from the rounds of one spec (each a fresh process): latency statistics over all
-    their samples, the median startup, the largest peak memory, and each round's end-to-end p50."""
-    first = parts[0]
+def _serve(spec: RowSpec, first: int, conn) -> None:
+    """Child main: load and warm up, then answer ("measure", n) and ("stop", None) until stopped."""
+    try:
+        session = _RowSession(spec, first)
+        conn.send(("ready", None))
+        while True:
+            command, iters = conn.recv()
+            if command == "stop":
+                conn.send(("done", session.final()))
+                return
+            conn.send(("samples", session.measure(iters)))
+    except BaseException as e:  # report any failure to the parent instead of dying silently
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+
+
+class RowProcess:
+    """Parent side of one row: a spawned process that holds the loaded model between rounds."""
+
+    def __init__(self, spec: RowSpec, timeout_s: float, first: int = 0):
+        self.spec, self.timeout_s = spec, timeout_s
+        ctx = mp.get_context("spawn")
+        self.conn, child_conn = ctx.Pipe()
+        # Thread pools read these at import, before the child's code can set them.
+        env = {k: str(spec.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+        old = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            self.process = ctx.Process(target=_serve, args=(spec, first, child_conn), daemon=True)
+            self.process.start()
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        child_conn.close()  # so a child that dies shows here as end of file, not as a hang
+        self._expect("ready")
+
+    def _expect(self, kind: str):
+        try:
+            if not self.conn.poll(self.timeout_s):
+                raise RuntimeError(f"no answer in {self.timeout_s:.0f} s")
+            status, payload = self.conn.recv()
+        except EOFError:
+            self.process.join(5)
+            status, payload = "error", f"the row's process died (exit code {self.process.exitcode})"
+        except RuntimeError as e:
+            status, payload = "error", str(e)
+        if status != kind:
+            self.kill()
+            raise RuntimeError(f"{self.spec.label} (batch {self.spec.batch}, {self.spec.threads} threads): "
+                               f"{payload}")
+        return payload
+
+    def _ask(self, command: str, iters: int | None, answer: str):
+        try:
+            self.conn.send((command, iters))
+        except OSError:  # the child is gone; reading shows how it ended
+            pass
+        return self._expect(answer)
+
+    def measure(self) -> dict:
+        return self._ask("measure", self.spec.iters, "samples")
+
+    def stop(self) -> dict:
+        info = self._ask("stop", None, "done")
+        self.process.join(30)
+        return info
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+
+
+def measure_rows(specs: list[RowSpec], rounds: int, progress: Optional[Callable[[str], None]] = None,
+                 after_round: Optional[Callable[[], None]] = None, processes: int = 1,
+                 timeout_s: float = 3600) -> list[dict]:
+    """Measure every row ``rounds`` times, round-robin over the rows; one table row per spec (see
+    :func:`merge_rounds`). The rounds are split among ``processes`` successive processes per row.
+    Rows are started (loaded, warmed up) one at a time, so startup times and warm-ups do not overlap.
+    ``after_round`` runs between rounds, while every row is idle."""
+    say = progress or (lambda _: None)
+    processes = max(1, min(processes, rounds))
+    parts: list[list[dict]] = [[] for _ in specs]
+    infos: list[list[dict]] = [[] for _ in specs]
+    done = 0
+    for generation in range(processes):
+        share = rounds * (generation + 1) // processes - done
+        workers: list[RowProcess] = []
+        try:
+            for i, spec in enumerate(specs):
+                say(f"process {generation + 1}/{processes}: loading and warming up row {i + 1}/{len(specs)}: "
+                    f"{_describe(spec)}")
+                workers.append(RowProcess(spec, timeout_s, first=done * spec.iters))
+            for r in range(done, done + share):
+                for i, worker in enumerate(workers):
+                    say(f"round {r + 1}/{rounds}, row {i + 1}/{len(specs)}: {_describe(worker.spec)}")
+                    parts[i].append(worker.measure())
+                if after_round:
+                    after_round()
+            for i, worker in enumerate(workers):
+                infos[i].append(worker.stop())
+        finally:
+            for worker in workers:
+                worker.kill()
+        done += share
+    return [merge_rounds(spec, p, info) for spec, p, info in zip(specs, parts, infos)]
+
+
+def _describe(spec: RowSpec) -> str:
+    return f"{spec.label}, batch {spec.batch}, {spec.threads} thread(s)"
+
+
+def merge_rounds(spec: RowSpec, parts: list[dict], infos: list[dict]) -> dict:
+    """One table row from the rounds of one row (``infos``: what each of its processes reported at
+    the end): latency statistics over all samples, the median startup, the largest peak memory, and
+    each round's end-to-end p50."""
     end_to_end = [t for p in parts for t in p["end_to_end_s"]]
     model_only = [t for p in parts for t in p["model_s"]]
-    batch = first["batch"]
-    row = {k: first[k] for k in ("backend", "label", "batch", "threads")}
     # Padded network inputs seen (images of other aspect ratios pad differently); the largest by area.
     input_hws = sorted({tuple(hw) for p in parts for hw in p["input_hws"]})
-    row.update({
-        "input_hw": list(max(input_hws, key=lambda hw: hw[0] * hw[1])), "input_hws": [list(hw) for hw in input_hws],
-        "rounds": len(parts), "startup_s": statistics.median(p["startup_s"] for p in parts),
-        "end_to_end_ms": latency_stats(end_to_end), "model_ms": latency_stats(model_only),
-        "images_per_s": batch / statistics.fmean(end_to_end),
-        "model_images_per_s": batch / statistics.fmean(model_only),
-        "detections_per_image": sum(p["detections"] for p in parts) / (len(end_to_end) * batch),
-        "peak_rss_mb": max(p["peak_rss_mb"] for p in parts),
-        "round_p50_ms": [latency_stats(p["end_to_end_s"])["p50"] for p in parts],
-    })
-    if "gpu_peak_mb" in first:
-        row["gpu_peak_mb"] = max(p["gpu_peak_mb"] for p in parts)
+    row = {"backend": spec.backend, "label": spec.label, "batch": spec.batch, "threads": spec.threads,
+           "input_hw": list(max(input_hws, key=lambda hw: hw[0] * hw[1])),
+           "input_hws": [list(hw) for hw in input_hws], "rounds": len(parts), "processes": len(infos),
+           "startup_s": statistics.median(i["startup_s"] for i in infos),
+           "end_to_end_ms": latency_stats(end_to_end), "model_ms": latency_stats(model_only),
+           "images_per_s": spec.batch * len(end_to_end) / sum(end_to_end),
+           "model_images_per_s": spec.batch * len(model_only) / sum(model_only),
+           "detections_per_image": sum(p["detections"] for p in parts) / (len(end_to_end) * spec.batch),
+           "peak_rss_mb": max(i["peak_rss_mb"] for i in infos),
+           "round_p50_ms": [latency_stats(p["end_to_end_s"])["p50"] for p in parts]}
+    if "gpu_peak_mb" in infos[0]:
+        row["gpu_peak_mb"] = max(i["gpu_peak_mb"] for i in infos)
     return row
 
 
@@ -123,37 +254,6 @@ def peak_rss_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _child(spec: RowSpec, queue) -> None:
-    try:
-        queue.put(("ok", _measure(spec)))
-    except BaseException as e:  # report any failure to the parent instead of dying silently
-        queue.put(("error", f"{type(e).__name__}: {e}"))
-
-
-def run_row(spec: RowSpec, timeout_s: float = 3600) -> dict:
-    """Measure one round of a row in a spawned process (raw samples; see :func:`merge_rounds`);
-    raises RuntimeError with the child's error."""
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    env_threads = str(spec.threads)
-    old = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    os.environ.update({"OMP_NUM_THREADS": env_threads, "MKL_NUM_THREADS": env_threads})
-    try:
-        proc = ctx.Process(target=_child, args=(spec, queue))
-        proc.start()
-        status, payload = queue.get(timeout=timeout_s)
-        proc.join()
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    if status != "ok":
-        raise RuntimeError(f"{spec.label} (batch {spec.batch}, {spec.threads} threads): {payload}")
-    return payload
 
 
 def image_paths(folder: Path) -> tuple[str, ...]:

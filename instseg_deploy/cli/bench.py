@@ -90,9 +90,13 @@ def bench(
     threads: str = typer.Option("0", "--threads", help="CPU thread counts to sweep, e.g. 1,2 (0 = all cores)."),
     warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed iterations first."),
     iters: int = typer.Option(10, "--iters", min=1, help="Timed iterations per row and round."),
-    rounds: int = typer.Option(1, "--rounds", min=1, help="Measure every row this many times, round-robin, each "
-                               "time in a fresh process; statistics pool all rounds. Spreads each row over the "
-                               "whole run, so slow phases of a shared machine hit all rows alike."),
+    rounds: int = typer.Option(1, "--rounds", min=1, help="Measure every row this many times, round-robin; a "
+                               "row's process is loaded and warmed up once and kept between rounds (see "
+                               "--processes); the statistics pool all rounds. Spreads each row over the whole run, so slow phases of a shared "
+                               "machine hit all rows alike (e.g. --rounds 64 --iters 1 --processes 4)."),
+    processes: int = typer.Option(1, "--processes", min=1, help="Split the rounds among this many successive "
+                                  "processes per row (each loaded and warmed up anew): a process's speed is a "
+                                  "draw of its own, which several processes average out."),
     device: str = typer.Option("cpu", "--device", help="torch device (cuda for GPU timings of torch/trt)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write rows as JSON.", show_default=False),
     markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write rows as a Markdown table.",
@@ -106,7 +110,7 @@ def bench(
     backends = [b.strip() for b in backend.split(",") if b.strip()]
     result = run_bench(backends, config, weights, list(model), images, _size(size), _ints(batch, "--batch"),
                        [t or os.cpu_count() or 1 for t in _ints(threads, "--threads", minimum=0)], warmup, iters, device,
-                       rounds)
+                       rounds, processes)
     from instseg_deploy.bench.report import rich_table, write_outputs
 
     Console(width=max(Console().width, 150)).print(rich_table(result))
@@ -115,11 +119,11 @@ def bench(
 
 def run_bench(backends: list[str], config: Optional[Path], weights: Optional[Path], model: list[Path],
               images: Optional[Path], hw: Optional[tuple[int, int]], batches: list[int], thread_counts: list[int],
-              warmup: int, iters: int, device: str = "cpu", rounds: int = 1) -> dict:
+              warmup: int, iters: int, device: str = "cpu", rounds: int = 1, processes: int = 1) -> dict:
     """Measure every (backend/model, batch, threads) row; returns the result dict the reports take."""
     from instseg_deploy.bench.flops import count_gflops, measure_gpu_peak_gflops, measure_peak_gflops
     from instseg_deploy.bench.inputs import generated_images, resized_copies
-    from instseg_deploy.bench.rows import RowSpec, image_paths, merge_rounds, run_row
+    from instseg_deploy.bench.rows import RowSpec, image_paths, measure_rows
     from instseg_deploy.image_io import read_image
     from instseg_deploy.processing.preprocess import preprocess
 
@@ -162,7 +166,6 @@ def run_bench(backends: list[str], config: Optional[Path], weights: Optional[Pat
                 if "trt" in backends:
                     specs += [RowSpec("trt", "trt", model=str(m), **common) for m in model if m.suffix == ".engine"]
         peaks = {}
-        parts = [[] for _ in specs]
         with console.status("measuring") as status:
             if device.startswith("cuda"):  # GPU rows run against the GPU's limit, whatever the CPU threads
                 status.update(f"measuring the GEMM peak of {device}")
@@ -173,12 +176,12 @@ def run_bench(backends: list[str], config: Optional[Path], weights: Optional[Pat
                     status.update(f"measuring the sgemm peak with {t} thread(s)")
                     peaks[t] = measure_peak_gflops(t)
                 peak_source = f"float32 sgemm, {max(peaks, key=peaks.get)} threads"
-            for r in range(rounds):
-                for i, spec in enumerate(specs):
-                    status.update(f"round {r + 1}/{rounds}, row {i + 1}/{len(specs)}: {spec.label}, "
-                                  f"batch {spec.batch}, {spec.threads} thread(s)")
-                    parts[i].append(run_row(spec))
-        rows = [merge_rounds(p) for p in parts]
+            # A small sgemm after every round tracks the machine's own speed through the run (a shared
+            # VM's moves by tens of percent within minutes), so two runs' tables can be told apart from it.
+            machine_gflops = []
+            probe = None if device.startswith("cuda") else (
+                lambda: machine_gflops.append(measure_peak_gflops(max(thread_counts), size=1024, repeats=3)))
+            rows = measure_rows(specs, rounds, progress=status.update, after_round=probe, processes=processes)
         for spec, row in zip(specs, rows):
             row["gflops_per_image"] = gflops
             row["achieved_gflops_per_s"] = gflops * row["model_images_per_s"]
@@ -187,7 +190,8 @@ def run_bench(backends: list[str], config: Optional[Path], weights: Optional[Pat
         "input": _input_label(rows),
         "peak_gflops_per_s": max(peaks.values()), "peak_threads": max(peaks, key=peaks.get),
         "peak_source": peak_source,
-        "peaks_by_threads": peaks, "machine": _machine(device), "rows": rows,
+        "peaks_by_threads": peaks, "machine_gflops_by_round": machine_gflops, "machine": _machine(device),
+        "rows": rows,
     }
 
 
