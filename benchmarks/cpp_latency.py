@@ -9,7 +9,7 @@ Cold: one process from start to results written (C++ `instseg_predict` vs `insts
 
     python benchmarks/cpp_latency.py [--model m.onnx] [--image img.jpg] [--rounds 3] [--repeat 10] [--threads 0]
 
-Without --model it exports the test fixture model (tests/data/detectron2/shapes_r50, raw masks) to
+Without --model it exports the test fixture model (instseg_deploy/demo_data/shapes_r50, raw masks) to
 a temporary folder. Builds cpp/ with CMake into --build-dir (default: a temporary folder); needs
 what cpp/scripts/install_deps.sh installs.
 """
@@ -25,8 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from instseg_deploy.demo_data import DEMO_DATA
+
 REPO = Path(__file__).resolve().parent.parent
-D2 = REPO / "tests" / "data" / "detectron2"
 
 
 def build_app(build_dir: Path) -> Path:
@@ -38,9 +39,9 @@ def build_app(build_dir: Path) -> Path:
 
 def export_fixture_model(out_dir: Path) -> Path:
     from instseg_deploy.export.onnx_export import export_onnx
-    from instseg_deploy.model_files import load_model
+    from instseg_deploy.runtime.torch_model import load_model
 
-    model, cfg = load_model(D2 / "shapes_r50" / "config.yaml", D2 / "shapes_r50" / "model_final.pkl")
+    model, cfg = load_model(DEMO_DATA / "shapes_r50" / "config.yaml", DEMO_DATA / "shapes_r50" / "model_final.pkl")
     return export_onnx(model, cfg, out_dir / "model.onnx", masks="raw").path
 
 
@@ -59,9 +60,9 @@ class PythonSide:
     """The Predictor's own steps, timed one by one (the same calls Predictor.predict makes)."""
 
     def __init__(self, model: Path, image: Path, threads: int, score: float):
-        from instseg_deploy.backends.ort_backend import SessionSettings, load_ort_runner
-        from instseg_deploy.export.metadata import preprocess_params
         from instseg_deploy.image_io import read_image
+        from instseg_deploy.model_file.metadata import preprocess_params
+        from instseg_deploy.runtime.ort import SessionSettings, load_ort_runner
 
         self.runner = load_ort_runner(model, SessionSettings(threads=threads))
         self.params = preprocess_params(self.runner.meta)
@@ -100,7 +101,7 @@ def cold(cmd: list[str]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path)
-    parser.add_argument("--image", type=Path, default=D2 / "shapes_val" / "images" / "000000.jpg")
+    parser.add_argument("--image", type=Path, default=DEMO_DATA / "shapes_val" / "images" / "000000.jpg")
     parser.add_argument("--rounds", type=int, default=3, help="alternations of C++ and Python runs")
     parser.add_argument("--repeat", type=int, default=10, help="timed predictions per side and round")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")

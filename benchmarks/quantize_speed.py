@@ -43,8 +43,8 @@ def export_fp32(config: Path, weights: Path | None, out: Path) -> Path:
     from instseg_deploy.class_names import default_class_names
     from instseg_deploy.config import load_config
     from instseg_deploy.export.onnx_export import export_onnx
-    from instseg_deploy.model_files import load_model
     from instseg_deploy.modeling import build_model
+    from instseg_deploy.runtime.torch_model import load_model
 
     if out.is_file():
         return out
@@ -60,7 +60,7 @@ def export_fp32(config: Path, weights: Path | None, out: Path) -> Path:
 
 
 def build_models(args) -> dict[str, Path]:
-    from instseg_deploy.quantize.calibration import calibration_images
+    from instseg_deploy.data.calibration import calibration_images
     from instseg_deploy.quantize.fp16 import convert_fp16
     from instseg_deploy.quantize.qdq import QuantizeSettings, quantize_int8
 
@@ -91,8 +91,8 @@ def benchmark_input(meta: dict) -> dict[str, np.ndarray]:
     """The photo resized to exactly 800x1333, preprocessed as the model's metadata says."""
     import cv2
 
-    from instseg_deploy.export.metadata import preprocess_params
     from instseg_deploy.image_io import read_image
+    from instseg_deploy.model_file.metadata import preprocess_params
     from instseg_deploy.processing.preprocess import preprocess
 
     image = cv2.resize(read_image(PHOTO)[0], (1333, 800), interpolation=cv2.INTER_LINEAR)
@@ -102,7 +102,7 @@ def benchmark_input(meta: dict) -> dict[str, np.ndarray]:
 
 
 def time_models(models: dict[str, Path], threads: int, rounds: int, iters: int) -> dict[str, dict]:
-    from instseg_deploy.backends.ort_backend import SessionSettings, load_ort_runner
+    from instseg_deploy.runtime.ort import SessionSettings, load_ort_runner
 
     runners = {name: load_ort_runner(path, SessionSettings(threads=threads)) for name, path in models.items()}
     feeds = benchmark_input(next(iter(runners.values())).meta)

@@ -1,6 +1,6 @@
 """Multi-level RoIAlign CUDA kernel vs torchvision's CUDA roi_align (detectron2's pooler), on a GPU.
 
-Runs plugins/src/multilevel_roi_align_kernel.cu (built by nvcc on first use, through
+Runs instseg_deploy/ops/csrc/multilevel_roi_align_kernel.cu (built by nvcc on first use, through
 instseg_deploy.ops.roi_align_cuda) on torch CUDA tensors, and reports per FPN level the max abs
 error against torchvision plus the time of one fused launch against the reference pooler.
 

@@ -7,7 +7,7 @@ the same machine (same CPU, core count and library versions) with the same setti
 RESULTS.md also gets a run-to-run section: every row's median latency now and in that previous
 run, so running the command twice measures its own reproducibility.
 
-Same checkpoint everywhere: the detectron2-trained R50-FPN fixture (tests/data/detectron2/shapes_r50).
+Same checkpoint everywhere: the detectron2-trained R50-FPN fixture (instseg_deploy/demo_data/shapes_r50).
 Rows: torch eager vs ONNX Runtime FP32 (and INT8 / FP16 when `instseg quantize` is available) at
 800x1333 and at 320x448 (the fixture model's own short side, 320), a batch/threads sweep at the small size.
 Every image is resized to the section's size, so a row's latencies vary with the machine and the
@@ -26,10 +26,12 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
+from instseg_deploy.demo_data import DEMO_DATA
+
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "data" / "detectron2"
-CONFIG = FIXTURE / "shapes_r50" / "config.yaml"
-WEIGHTS = FIXTURE / "shapes_r50" / "model_final.pkl"
+CONFIG = DEMO_DATA / "shapes_r50" / "config.yaml"
+WEIGHTS = DEMO_DATA / "shapes_r50" / "model_final.pkl"
 CALIB = FIXTURE / "photos"
 SECTION_INPUTS = {"large": "800x1333", "small": "320x448"}
 
@@ -54,7 +56,8 @@ def quantized_models(work: Path, fp32: Path) -> list[Path]:
 def bench(work: Path, name: str, models: list[Path], settings: dict, *extra: str) -> dict:
     out = work / f"{name}.json"
     args = ["bench", "--backend", "torch,ort", "--config", str(CONFIG), "--weights", str(WEIGHTS),
-            "--json", str(out), "--size", settings["sizes"][name], "--warmup", str(settings["warmup"]), "--iters", str(settings["iters"]),
+            "--json", str(out), "--size", settings["sizes"][name], "--warmup", str(settings["warmup"]),
+            "--iters", str(settings["iters"]),
             "--rounds", str(settings["rounds"]), "--processes", str(settings["processes"]), *extra]
     for m in models:
         args += ["--model", str(m)]
@@ -155,7 +158,7 @@ def main() -> None:
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores; Python {machine['python']}, torch {machine['torch']}, "
         f"onnxruntime {machine['onnxruntime']}; {machine['platform']}.",
-        "Model: the detectron2-trained R50-FPN fixture checkpoint (tests/data/detectron2/shapes_r50, 4 classes, "
+        "Model: the detectron2-trained R50-FPN fixture checkpoint (instseg_deploy/demo_data/shapes_r50, 4 classes, "
         "thin widths); the same checkpoint in every row. ONNX rows run the `instseg export` graph.",
         "GFLOP/s = the model's conv/matmul FLOPs x model-only images/s; % peak = that over the float32 sgemm "
         "peak measured in the same run with the same thread count.",
@@ -197,10 +200,12 @@ def main() -> None:
         "",
         "| backend | result | command that measures it |",
         "|---|---|---|",
-        "| TensorRT FP32 | not measured on this machine (no GPU, no TensorRT) | `instseg export --to trt --model model.onnx "
-        "--out model_fp32.engine && instseg bench --backend trt --model model_fp32.engine --device cuda --size 800x1333` |",
-        "| TensorRT FP16 | not measured on this machine (no GPU, no TensorRT) | `instseg export --to trt --model model.onnx "
-        "--out model_fp16.engine --fp16 && instseg bench --backend trt --model model_fp16.engine --device cuda --size 800x1333` |",
+        "| TensorRT FP32 | not measured on this machine (no GPU, no TensorRT) | "
+        "`instseg export --to trt --model model.onnx --out model_fp32.engine && "
+        "instseg bench --backend trt --model model_fp32.engine --device cuda --size 800x1333` |",
+        "| TensorRT FP16 | not measured on this machine (no GPU, no TensorRT) | "
+        "`instseg export --to trt --model model.onnx --out model_fp16.engine --fp16 && "
+        "instseg bench --backend trt --model model_fp16.engine --device cuda --size 800x1333` |",
         "| TensorRT INT8 | not measured on this machine (no GPU, no TensorRT) | `instseg export --to trt --model "
         "model.int8.onnx --out model_int8.engine --fp16 && instseg bench --backend trt --model model_int8.engine "
         "--device cuda --size 800x1333` |",

@@ -29,7 +29,7 @@ class Instances:
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
-    def select(self, index: np.ndarray) -> "Instances":
+    def select(self, index: np.ndarray) -> Instances:
         """A subset (boolean mask or integer index array), keeping every field aligned."""
         def pick(a):
             return None if a is None else a[index]
@@ -37,7 +37,7 @@ class Instances:
                          pick(self.masks), pick(self.mask_probs), pick(self.boxes_net))
 
     @staticmethod
-    def empty(image_size: tuple[int, int], mask_resolution: int = 28) -> "Instances":
+    def empty(image_size: tuple[int, int], mask_resolution: int = 28) -> Instances:
         h, w = image_size
         return Instances(image_size, np.zeros((0, 4), np.float32), np.zeros((0,), np.float32),
                          np.zeros((0,), np.int64), np.zeros((0, h, w), bool),

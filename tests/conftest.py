@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from instseg_deploy.demo_data import DEMO_DATA
+
 DATA = Path(__file__).parent / "data"
 D2 = DATA / "detectron2"
 REPO = Path(__file__).parent.parent
@@ -17,9 +19,9 @@ def d2_dir() -> Path:
 @pytest.fixture(scope="session")
 def fixture_model():
     """The detectron2-trained shapes_r50 model, loaded from the model-zoo style .pkl."""
-    from instseg_deploy.model_files import load_model
+    from instseg_deploy.runtime.torch_model import load_model
 
-    return load_model(D2 / "shapes_r50" / "config.yaml", D2 / "shapes_r50" / "model_final.pkl")
+    return load_model(DEMO_DATA / "shapes_r50" / "config.yaml", DEMO_DATA / "shapes_r50" / "model_final.pkl")
 
 
 @pytest.fixture(scope="session")

@@ -1,17 +1,41 @@
-"""A stand-in for the ``tensorrt`` module that records the TensorRT 10 calls our code makes.
+"""A stand-in for the ``tensorrt`` module that records what our code asks TensorRT 10 for.
 
-It tests *our* wiring (which calls, in which order, with which arguments, and how failures are
-reported); it proves nothing about TensorRT. Only the names our code uses exist, spelled and
-shaped like TensorRT 10's Python bindings (checked against the bindings' sources).
+It checks *our* calls only (which profiles, flags, caches and calibrator our code hands the
+builder, and how failures are reported); it proves nothing about TensorRT. Instead of a call log
+it keeps the state TensorRT would build from: each ``build_serialized_network`` records a
+snapshot of the network and builder config at that moment (``fake.builds``), so tests assert on
+what matters (profile shapes per input, flags, the timing cache) and not on call order. Only the
+names our code uses exist, spelled and shaped like TensorRT 10's Python bindings (checked
+against the bindings' sources).
 """
 
 from __future__ import annotations
 
 import enum
 import types
+from dataclasses import dataclass, field
 
 import onnx
 from onnx import TensorProto
+
+from instseg_deploy.ops.roi_align_contract import OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION
+
+Shapes = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]  # (min, opt, max)
+
+
+@dataclass
+class BuildSnapshot:
+    """What one build_serialized_network call was given."""
+
+    onnx_path: str
+    plugin_registered_at_parse: bool  # our plugin creator was in the registry when the ONNX was parsed
+    flags: set[str]
+    memory_limits: dict[str, int]
+    profiles: list[dict[str, Shapes]]
+    calibration_profile: dict[str, Shapes] | None
+    calibrator_batch_size: int | None
+    timing_cache: bytes | None  # the cache the build starts from (None: no cache set)
+    progress_monitor: bool = field(default=False)
 
 
 class FakeRegistry:
@@ -22,7 +46,7 @@ class FakeRegistry:
         self.loaded: list[str] = []
 
     def get_creator(self, type, version, plugin_namespace=""):
-        assert (type, version, plugin_namespace) == ("InstsegMultilevelRoIAlign", "1", "")
+        assert (type, version, plugin_namespace) == (OP_TYPE, PLUGIN_VERSION, PLUGIN_NAMESPACE)
         return object() if self.registered else None
 
     def load_library(self, plugin_path):
@@ -34,11 +58,12 @@ class FakeRegistry:
 
 
 class FakeTensorRT(types.ModuleType):
-    """Records the TensorRT 10 calls our code makes. A test of our wiring, never of TensorRT.
+    """Records what our code asks TensorRT 10 for. A test of our calls, never of TensorRT.
 
     Only the names our code uses exist here, with the signatures of TensorRT 10's Python
     bindings; ``parse_errors`` / ``build_fails`` / ``flags`` / ``timing_cache_fits`` script the
-    failure cases.
+    failure cases. ``builds``: one :class:`BuildSnapshot` per build; ``plugin_namespaces``: the
+    namespaces ``init_libnvinfer_plugins`` was called with.
     """
 
     def __init__(self, version="10.3.0", parse_errors=(), build_fails=False, flags=("FP16", "INT8"),
@@ -46,7 +71,9 @@ class FakeTensorRT(types.ModuleType):
         super().__init__("tensorrt")
         fake = self
         self.__version__ = version
-        self.calls: list[tuple] = []
+        self.builds: list[BuildSnapshot] = []
+        self.plugin_namespaces: list[str] = []
+        self.network_flags: list[int] = []
         self.registry = FakeRegistry()
 
         class Severity(enum.IntEnum):
@@ -83,6 +110,7 @@ class FakeTensorRT(types.ModuleType):
         class Network:
             def __init__(self):
                 self.inputs: list[Tensor] = []
+                self.parsed: tuple[str, bool] | None = None  # (path, plugin registered then)
 
             @property
             def num_inputs(self):
@@ -112,7 +140,7 @@ class FakeTensorRT(types.ModuleType):
                 self.network, self.logger = network, logger
 
             def parse_from_file(self, model):
-                fake.calls.append(("parse_from_file", model))
+                self.network.parsed = (model, fake.registry.registered)
                 proto = onnx.load(model, load_external_data=False)
                 types_ = {TensorProto.FLOAT: fake.DataType.FLOAT, TensorProto.INT64: fake.DataType.INT64}
                 self.network.inputs = [Tensor(i.name, types_[i.type.tensor_type.elem_type]) for i in proto.graph.input]
@@ -128,8 +156,11 @@ class FakeTensorRT(types.ModuleType):
         self.OnnxParser = OnnxParser
 
         class Profile:
+            def __init__(self):
+                self.shapes: dict[str, Shapes] = {}
+
             def set_shape(self, input, min, opt, max):
-                fake.calls.append(("set_shape", input, tuple(min), tuple(opt), tuple(max)))
+                self.shapes[input] = (tuple(min), tuple(opt), tuple(max))
 
         class TimingCache:
             def __init__(self, data):
@@ -143,26 +174,29 @@ class FakeTensorRT(types.ModuleType):
                 self.progress_monitor = None
                 self.int8_calibrator = None
                 self.cache = None
+                self.flags: set[str] = set()
+                self.memory_limits: dict[str, int] = {}
+                self.profiles: list[Profile] = []
+                self.calibration_profile: Profile | None = None
 
             def set_memory_pool_limit(self, pool, pool_size):
-                fake.calls.append(("set_memory_pool_limit", pool.name, pool_size))
+                self.memory_limits[pool.name] = pool_size
 
             def add_optimization_profile(self, profile):
-                fake.calls.append(("add_optimization_profile",))
-                return 0
+                self.profiles.append(profile)
+                return len(self.profiles) - 1
 
             def set_flag(self, flag):
-                fake.calls.append(("set_flag", flag.name))
+                self.flags.add(flag.name)
 
             def set_calibration_profile(self, profile):
-                fake.calls.append(("set_calibration_profile",))
+                self.calibration_profile = profile
 
             def create_timing_cache(self, serialized_timing_cache):
-                fake.calls.append(("create_timing_cache", bytes(serialized_timing_cache)))
                 return TimingCache(serialized_timing_cache)
 
             def set_timing_cache(self, cache, ignore_mismatch):
-                fake.calls.append(("set_timing_cache", ignore_mismatch))
+                assert ignore_mismatch is False, "a cache from another device must be refused, not used"
                 fits = timing_cache_fits or not cache.data
                 if fits:
                     self.cache = cache
@@ -176,7 +210,7 @@ class FakeTensorRT(types.ModuleType):
                 self.logger = logger
 
             def create_network(self, flags=0):
-                fake.calls.append(("create_network", flags))
+                fake.network_flags.append(flags)
                 return Network()
 
             def create_builder_config(self):
@@ -186,7 +220,13 @@ class FakeTensorRT(types.ModuleType):
                 return Profile()
 
             def build_serialized_network(self, network, config):
-                fake.calls.append(("build_serialized_network",))
+                calibrator = config.int8_calibrator
+                fake.builds.append(BuildSnapshot(
+                    network.parsed[0], network.parsed[1], set(config.flags), dict(config.memory_limits),
+                    [dict(p.shapes) for p in config.profiles],
+                    None if config.calibration_profile is None else dict(config.calibration_profile.shapes),
+                    None if calibrator is None else calibrator.get_batch_size(),
+                    None if config.cache is None else config.cache.data, config.progress_monitor is not None))
                 monitor = config.progress_monitor
                 if monitor is not None:
                     monitor.phase_start("Building engine", None, 2)
@@ -203,7 +243,7 @@ class FakeTensorRT(types.ModuleType):
         self.Builder = Builder
 
     def init_libnvinfer_plugins(self, logger, namespace):
-        self.calls.append(("init_libnvinfer_plugins", namespace))
+        self.plugin_namespaces.append(namespace)
         return True
 
     def get_plugin_registry(self):

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from instseg_deploy.demo_data import DEMO_DATA
 from instseg_deploy.structures import Instances
 
 D2 = Path(__file__).parent / "data" / "detectron2"
@@ -15,7 +16,7 @@ D2 = Path(__file__).parent / "data" / "detectron2"
 def golden_images() -> list[tuple[str, Path]]:
     """(stem, image path) for every image that has golden outputs."""
     images = {p.stem: p for p in (D2 / "photos").iterdir()}
-    images.update({p.stem: p for p in (D2 / "shapes_val" / "images").iterdir()})
+    images.update({p.stem: p for p in (DEMO_DATA / "shapes_val" / "images").iterdir()})
     return [(p.stem, images[p.stem]) for p in sorted((D2 / "outputs").glob("*.npz"))]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from instseg_deploy.checkpoint.writer import save_checkpoint
@@ -14,13 +15,21 @@ from instseg_deploy.modeling import build_model
 runner = CliRunner()
 
 
-def test_bench_torch_and_ort_rows(tmp_path, tiny_config_path):
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory, tiny_config_path):
+    """An untrained tiny model as an instseg checkpoint (config inside)."""
     cfg = load_config(tiny_config_path)
-    weights = tmp_path / "tiny.pth"
+    weights = tmp_path_factory.mktemp("tiny") / "tiny.pth"
     save_checkpoint(weights, build_model(cfg.model), cfg.raw, ("disc", "square", "triangle", "ring"))
+    return weights
+
+
+def test_bench_torch_and_ort_rows(tmp_path, tiny_weights):
+    weights = tiny_weights
     out = tmp_path / "bench"
     result = runner.invoke(app, ["bench", "--backend", "torch,ort", "--weights", str(weights), "--size", "128x192",
-                                 "--batch", "2", "--threads", "1", "--warmup", "1", "--iters", "2", "--rounds", "2", "--processes", "2",
+                                 "--batch", "2", "--threads", "1", "--warmup", "1", "--iters", "2", "--rounds", "2",
+                                 "--processes", "2",
                                  "--json", str(out / "b.json"), "--markdown", str(out / "b.md"),
                                  "--plot", str(out / "b.png")])
     assert result.exit_code == 0, result.output
@@ -44,15 +53,13 @@ def test_bench_torch_and_ort_rows(tmp_path, tiny_config_path):
     assert (out / "b.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_rows_continue_the_image_cycle_across_rounds_and_processes(tmp_path, tiny_config_path):
+def test_rows_continue_the_image_cycle_across_rounds_and_processes(tmp_path, tiny_weights):
     import cv2
     import numpy as np
 
     from instseg_deploy.bench.rows import RowSpec, measure_rows
 
-    cfg = load_config(tiny_config_path)
-    weights = tmp_path / "tiny.pth"
-    save_checkpoint(weights, build_model(cfg.model), cfg.raw, ("disc", "square", "triangle", "ring"))
+    weights = tiny_weights
     images = []
     for i, (h, w) in enumerate([(96, 128), (128, 96), (96, 96)]):  # three padded sizes at short side 96
         images.append(str(tmp_path / f"{i}.png"))
@@ -72,17 +79,52 @@ def test_rows_continue_the_image_cycle_across_rounds_and_processes(tmp_path, tin
 def test_a_failing_row_reports_its_error_and_leaves_no_process(tmp_path):
     import multiprocessing
 
-    import pytest
-
-    from instseg_deploy.bench.rows import RowSpec, measure_rows
+    from instseg_deploy.bench.rows import RowError, RowSpec, measure_rows
 
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not an onnx model")
     spec = RowSpec("ort", "ort fp32", batch=1, threads=1, images=(), warmup=0, iters=1, min_size=None,
                    max_size=None, model=str(broken))
-    with pytest.raises(RuntimeError, match=r"ort fp32 \(batch 1, 1 threads\): .*not a readable ONNX model"):
+    with pytest.raises(RowError, match=r"ort fp32 \(batch 1, 1 threads\): .*not a readable ONNX model"):
         measure_rows([spec], rounds=1)
     assert not multiprocessing.active_children()
+
+
+def test_a_failing_row_is_one_error_line_from_the_cli(tmp_path, tiny_weights):
+    """A model the parent can read (no metadata needed: FLOPs come from --weights) but a row's process
+    cannot load: the command prints one `error:` line naming the row and exits 2, no traceback."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    foreign = tmp_path / "foreign.onnx"
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "foreign",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph), str(foreign))
+    result = runner.invoke(app, ["bench", "--backend", "ort", "--weights", str(tiny_weights), "--model", str(foreign),
+                                 "--size", "64x96", "--threads", "1", "--warmup", "0", "--iters", "1"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and result.output.count("error:") == 1
+    assert "benchmark row ort fp32 (batch 1, 1 threads)" in result.output and "no instseg metadata" in result.output
+
+
+def test_model_only_latency_is_part_of_end_to_end(tiny_weights, tmp_path):
+    """Every timed iteration's model-only time lies inside its end-to-end time (preprocessing and
+    postprocessing are never free), so each statistic is strictly smaller; a model-only column taken
+    from the end-to-end samples would be equal."""
+    import cv2
+    import numpy as np
+
+    from instseg_deploy.bench.rows import RowSpec, measure_rows
+
+    image = str(tmp_path / "image.png")
+    cv2.imwrite(image, np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8))
+    spec = RowSpec("torch", "torch fp32", batch=1, threads=1, images=(image,), warmup=0, iters=5, min_size=96,
+                   max_size=128, weights=str(tiny_weights))
+    (row,) = measure_rows([spec], rounds=1)
+    for stat in ("mean", "p50", "p90", "p99"):
+        assert 0 < row["model_ms"][stat] < row["end_to_end_ms"][stat], stat
+    assert row["model_images_per_s"] > row["images_per_s"]
 
 
 def test_bench_rejects_bad_requests(tmp_path):
@@ -92,6 +134,12 @@ def test_bench_rejects_bad_requests(tmp_path):
     assert result.exit_code != 0 and "needs --weights" in result.output
     result = runner.invoke(app, ["bench", "--backend", "ort", "--model", str(tmp_path / "none.onnx")])
     assert result.exit_code != 0 and "not found" in result.output
+    result = runner.invoke(app, ["bench", "--backend", "torch", "--weights", str(tmp_path / "w.pth"), "--size", "8x8"])
+    assert result.exit_code == 2 and "--size 8x8 is too small" in result.output
+    result = runner.invoke(app, ["bench", "--backend", "torch", "--weights", str(tmp_path / "w.pth"), "--size", "800"])
+    assert result.exit_code == 2 and "--size must be HxW" in result.output
+    result = runner.invoke(app, ["bench", "--backend", "torch", "--weights", str(tmp_path / "w.pth"), "--batch", "1,x"])
+    assert result.exit_code == 2 and "--batch takes comma-separated integers" in result.output
 
 
 def _results_script():
@@ -131,8 +179,8 @@ def test_results_script_compares_medians_of_two_runs():
 
 
 def test_input_label_names_every_padded_size():
-    from instseg_deploy.cli.bench import _input_label
+    from instseg_deploy.bench.run import input_label
 
     rows = [{"input_hws": [[320, 416], [320, 512]]}, {"input_hws": [[384, 512]]}]
-    assert _input_label(rows) == "320x416 to 384x512 padded"
-    assert _input_label([{"input_hws": [[800, 1344]]}]) == "800x1344 padded"
+    assert input_label(rows) == "320x416 to 384x512 padded"
+    assert input_label([{"input_hws": [[800, 1344]]}]) == "800x1344 padded"

@@ -11,9 +11,10 @@ import torch
 from instseg_deploy.checkpoint import load_weights, read_checkpoint
 from instseg_deploy.checkpoint.writer import save_checkpoint
 from instseg_deploy.config import config_from_tree, load_config
+from instseg_deploy.demo_data import DEMO_DATA
 from instseg_deploy.errors import CheckpointError
-from instseg_deploy.model_files import load_model
 from instseg_deploy.modeling import build_model
+from instseg_deploy.runtime.torch_model import load_model
 
 
 class _Exploit:
@@ -63,9 +64,10 @@ def test_garbage_and_truncated_files(tmp_path, d2_dir):
 
 def test_other_class_count_is_named(tmp_path, d2_dir):
     cfg_path = tmp_path / "c.yaml"
-    cfg_path.write_text(f'_BASE_: "{d2_dir / "shapes_r50" / "config.yaml"}"\nMODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 80\n')
+    base = DEMO_DATA / "shapes_r50" / "config.yaml"
+    cfg_path.write_text(f'_BASE_: "{base}"\nMODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 80\n')
     with pytest.raises(CheckpointError, match="trained for 4 classes .*NUM_CLASSES=80"):
-        load_model(cfg_path, d2_dir / "shapes_r50" / "model_final.pkl")
+        load_model(cfg_path, DEMO_DATA / "shapes_r50" / "model_final.pkl")
 
 
 def test_missing_and_unexpected_keys_are_named(tmp_path, fixture_model):
@@ -100,4 +102,4 @@ def test_detectron2_checkpoint_without_config_is_refused(d2_dir):
     from instseg_deploy.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--config"):
-        load_model(None, d2_dir / "shapes_r50" / "model_final.pkl")
+        load_model(None, DEMO_DATA / "shapes_r50" / "model_final.pkl")

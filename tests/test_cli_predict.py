@@ -12,14 +12,15 @@ import pytest
 from typer.testing import CliRunner
 
 from instseg_deploy.cli.main import app
+from instseg_deploy.demo_data import DEMO_DATA
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def model_args(d2_dir):
-    return ["--config", str(d2_dir / "shapes_r50" / "config.yaml"),
-            "--weights", str(d2_dir / "shapes_r50" / "model_final.pkl")]
+    return ["--config", str(DEMO_DATA / "shapes_r50" / "config.yaml"),
+            "--weights", str(DEMO_DATA / "shapes_r50" / "model_final.pkl")]
 
 
 def _one_line_error(result):
@@ -52,7 +53,7 @@ def test_predict_writes_overlays_and_coco_results(tmp_path, d2_dir, model_args):
     images = tmp_path / "in"
     images.mkdir()
     for name in ("000000.jpg", "000001.jpg"):
-        (images / name).write_bytes((d2_dir / "shapes_val" / "images" / name).read_bytes())
+        (images / name).write_bytes((DEMO_DATA / "shapes_val" / "images" / name).read_bytes())
     out = tmp_path / "out"
     result = runner.invoke(app, ["predict", str(images), *model_args, "--out", str(out), "--score-thresh", "0.5",
                                  "--class-names", "disc,square,triangle,ring"])
@@ -67,7 +68,7 @@ def test_predict_writes_overlays_and_coco_results(tmp_path, d2_dir, model_args):
 
 
 def test_converted_image_kinds(tmp_path, d2_dir, model_args):
-    base = cv2.imread(str(d2_dir / "shapes_val" / "images" / "000000.jpg"))
+    base = cv2.imread(str(DEMO_DATA / "shapes_val" / "images" / "000000.jpg"))
     gray = cv2.cvtColor(base, cv2.COLOR_BGR2GRAY)
     cv2.imwrite(str(tmp_path / "gray.png"), gray)
     cv2.imwrite(str(tmp_path / "rgba.png"), cv2.cvtColor(base, cv2.COLOR_BGR2BGRA))
@@ -80,14 +81,15 @@ def test_converted_image_kinds(tmp_path, d2_dir, model_args):
     assert all((out / f"{n}.png").is_file() for n in ("gray", "rgba", "deep"))
     results = json.loads((out / "results.json").read_text())
     # 16-bit scaled down equals the 8-bit original: same detections as RGBA (alpha dropped) image
-    per_file = {n: sorted(round(r["score"], 4) for r in results if r["file_name"] == n) for n in ("rgba.png", "deep.png")}
+    per_file = {n: sorted(round(r["score"], 4) for r in results if r["file_name"] == n)
+                for n in ("rgba.png", "deep.png")}
     assert per_file["rgba.png"] == per_file["deep.png"] and per_file["rgba.png"]
 
 
 @pytest.mark.parametrize("case", ["missing_image", "corrupt_image", "missing_config", "missing_weights",
                                   "other_class_count", "bad_thresh"])
 def test_bad_input_is_one_line(tmp_path, d2_dir, model_args, case):
-    image = str(d2_dir / "shapes_val" / "images" / "000000.jpg")
+    image = str(DEMO_DATA / "shapes_val" / "images" / "000000.jpg")
     args = ["predict", image, *model_args, "--out", str(tmp_path / "out")]
     expect = {"missing_image": "no such file", "corrupt_image": "could not be read", "missing_config": "not found",
               "missing_weights": "not found", "other_class_count": "trained for 4 classes",

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from instseg_deploy.config import load_config
+from instseg_deploy.demo_data import DEMO_DATA
 from instseg_deploy.errors import ConfigError
 from instseg_deploy.modeling import build_model
 
@@ -34,7 +35,7 @@ def test_r101_and_1x_configs():
 
 
 def test_full_dump_config(d2_dir):
-    cfg = load_config(d2_dir / "shapes_r50" / "config.yaml")
+    cfg = load_config(DEMO_DATA / "shapes_r50" / "config.yaml")
     m = cfg.model
     assert (m.resnet.width_per_group, m.resnet.res2_out_channels, m.resnet.norm) == (16, 64, "BN")
     assert m.fpn.out_channels == 64 and m.num_classes == 4 and m.mask_head.conv_dim == 64
@@ -70,7 +71,8 @@ def test_unsupported_model_keys_are_named(tmp_path, override, key):
 
 def test_unknown_non_model_keys_are_kept(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text(f'_BASE_: "{ZOO / "mask_rcnn_R_50_FPN_1x.yaml"}"\nMY_PROJECT:\n  FOO: 1\nTEST:\n  EVAL_PERIOD: 5000\n')
+    path.write_text(f'_BASE_: "{ZOO / "mask_rcnn_R_50_FPN_1x.yaml"}"\n'
+                    "MY_PROJECT:\n  FOO: 1\nTEST:\n  EVAL_PERIOD: 5000\n")
     cfg = load_config(path)
     assert cfg.raw["MY_PROJECT"] == {"FOO": 1} and cfg.raw["TEST"]["EVAL_PERIOD"] == 5000
 

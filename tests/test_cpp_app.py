@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from instseg_deploy.demo_data import DEMO_DATA
+
 REPO = Path(__file__).resolve().parent.parent
 CPP = REPO / "cpp"
 D2 = REPO / "tests" / "data" / "detectron2"
-SHAPES = sorted((D2 / "shapes_val" / "images").glob("*.jpg"))
+SHAPES = sorted((DEMO_DATA / "shapes_val" / "images").glob("*.jpg"))
 PHOTOS = sorted((D2 / "photos").iterdir())
 # The detectron2 golden images: 12 shapes images with many overlapping instances + natural photos.
 IMAGES = {"raw": SHAPES[:12] + PHOTOS, "pasted": SHAPES[:3] + PHOTOS[:3]}
@@ -41,7 +43,7 @@ def _missing_toolchain() -> list[str]:
     if shutil.which("c++") is None and shutil.which("g++") is None:
         missing.append("a C++ compiler")
     for header, package in (("jpeglib.h", "libjpeg62-turbo-dev"), ("png.h", "libpng-dev"),
-                            ("nlohmann/json.hpp", "nlohmann-json3-dev")):
+                            ("nlohmann/json.hpp", "nlohmann-json3-dev"), ("openssl/evp.h", "libssl-dev")):
         if not any((Path(d) / header).is_file() for d in ("/usr/include", "/usr/local/include")):
             missing.append(f"{header} ({package})")
     root = _ort_root()
@@ -90,11 +92,11 @@ def _cpp_instances(entries: list[dict], file_name: str, image_hw: tuple[int, int
 
 @pytest.mark.parametrize("flavour", ["raw", "pasted"])
 def test_app_matches_python_ort_backend(cpp_build, exported_onnx, flavour, tmp_path):
-    from instseg_deploy.backends.ort_backend import load_ort_runner
-    from instseg_deploy.export.metadata import preprocess_params
+    from instseg_deploy.evaluation.parity import mask_iou, match_detections
     from instseg_deploy.image_io import read_image
-    from instseg_deploy.parity import mask_iou, match_detections
-    from instseg_deploy.predictor import Predictor
+    from instseg_deploy.model_file.metadata import preprocess_params
+    from instseg_deploy.runtime.ort import load_ort_runner
+    from instseg_deploy.runtime.predictor import Predictor
 
     model = exported_onnx[flavour]
     images = IMAGES[flavour]
@@ -195,28 +197,23 @@ def test_decoding_and_resize_are_bit_exact(cpp_build, tmp_path):
 
 def test_engine_sidecar_written_by_python_is_read(cpp_build, exported_onnx, tmp_path):
     """The C++ TensorRT path reads the sidecar `instseg export --to trt` writes (no TensorRT needed)."""
-    from instseg_deploy.backends.ort_backend import read_onnx_metadata
-    from instseg_deploy.export.metadata import parse_metadata
-    from instseg_deploy.export.trt_sidecar import (
-        DeviceInfo,
-        build_sidecar,
-        write_sidecar,
-    )
+    from instseg_deploy.model_file.reader import read_model_metadata
+    from instseg_deploy.model_file.sidecar import DeviceInfo, build_sidecar, write_sidecar
 
-    props, _ = read_onnx_metadata(exported_onnx["plugin"])
-    meta = parse_metadata(props, "plugin.onnx")
+    meta = read_model_metadata(exported_onnx["plugin"])
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"not a real engine")
     write_sidecar(engine, build_sidecar(
         meta, engine_sha256="0" * 64, tensorrt_version="10.3.0.26", device=DeviceInfo("NVIDIA H100", "9.0"),
-        precision="fp16", builder_flags=["FP16"], int8_mode=None, profiles={}, plugin_library="/x/libinstseg_plugins.so",
-        plugin_required=True, source_onnx="plugin.onnx", workspace_bytes=None))
+        precision="fp16", builder_flags=["FP16"], int8_mode=None, profiles={},
+        plugin_library="/x/libinstseg_plugins.so", plugin_required=True, source_onnx="plugin.onnx",
+        workspace_bytes=None))
     result = subprocess.run([str(cpp_build / "instseg_check"), "sidecar", str(engine)], capture_output=True,
                             text=True, check=False)
     assert result.returncode == 0, result.stderr
     fields = dict(line.split(" ", 1) for line in result.stdout.strip().splitlines())
     assert fields == {"tensorrt_version": "10.3.0.26", "compute_capability": "9.0", "device_name": "NVIDIA H100",
-                      "plugin_required": "1", "plugin_path": "/x/libinstseg_plugins.so",
+                      "plugin_required": "1", "plugin_path": "/x/libinstseg_plugins.so", "engine_sha256": "0" * 64,
                       "classes": str(len(meta["class_names"])), "input_format": meta["preprocess"]["input_format"],
                       "min_size": str(meta["preprocess"]["min_size"]), "max_size": str(meta["preprocess"]["max_size"]),
                       "precision": "fp16", "roi_align": "plugin", "masks": meta["postprocess"]["masks"]}
@@ -225,6 +222,58 @@ def test_engine_sidecar_written_by_python_is_read(cpp_build, exported_onnx, tmp_
     result = _run_app(cpp_build, "--model", str(engine), "--image", str(SHAPES[0]), "--out", str(tmp_path / "o"))
     if "tensorrt" not in _run_app(cpp_build, "--version").stdout:
         _assert_clean_failure(result, "no TensorRT backend")
+
+
+def test_engine_checks_match_the_python_loader(cpp_build, exported_onnx, tmp_path):
+    """cpp/src/sidecar_check.cpp, which the C++ TensorRT backend runs before deserialising, refuses
+    what runtime.trt.sidecar.check_sidecar refuses (TensorRT version, compute capability, the
+    engine's SHA-256) with the same messages; no TensorRT needed."""
+    import hashlib
+
+    from instseg_deploy.errors import InstsegError
+    from instseg_deploy.model_file.reader import read_model_metadata
+    from instseg_deploy.model_file.sidecar import DeviceInfo, build_sidecar, file_sha256, write_sidecar
+    from instseg_deploy.runtime.trt.sidecar import check_sidecar
+
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(np.random.default_rng(0).integers(0, 256, 3 << 20, dtype=np.uint8).tobytes())  # 3 blocks
+    sidecar = build_sidecar(read_model_metadata(exported_onnx["raw"]), engine_sha256=file_sha256(engine),
+                            tensorrt_version="10.3.0.26", device=DeviceInfo("NVIDIA L4", "8.9"), precision="fp16",
+                            builder_flags=["FP16"], int8_mode=None, profiles={}, plugin_library=None,
+                            plugin_required=False, source_onnx="model.onnx", workspace_bytes=None)
+    write_sidecar(engine, sidecar)
+    tool = str(cpp_build / "instseg_check")
+
+    def both(trt_version: str, capability: str, name: str) -> tuple[str, str]:
+        """(C++ outcome, Python outcome): "ok" plus warnings, or the error message."""
+        cpp = subprocess.run([tool, "check-sidecar", str(engine), trt_version, capability, name],
+                             capture_output=True, text=True, check=False)
+        cpp_outcome = cpp.stdout.strip() if cpp.returncode == 0 else cpp.stderr.strip().removeprefix("error: ")
+        try:
+            warnings = check_sidecar(sidecar, engine, trt_version, DeviceInfo(name, capability))
+            python_outcome = "\n".join(["ok"] + [f"warning: {w}" for w in warnings])
+        except InstsegError as e:
+            python_outcome = str(e)
+        return cpp_outcome, python_outcome
+
+    for empty in (b"", b"abc"):  # SHA-256 itself, against hashlib (an empty file and a short one)
+        small = tmp_path / f"{len(empty)}.bin"
+        small.write_bytes(empty)
+        assert subprocess.run([tool, "sha256", str(small)], capture_output=True, text=True,
+                              check=True).stdout.strip() == hashlib.sha256(empty).hexdigest()
+    cpp, python = both("10.3.0", "8.9", "NVIDIA L4")
+    assert cpp == python == "ok"
+    cpp, python = both("10.3.0.26", "8.9", "NVIDIA RTX 4090")  # same compute capability: a warning
+    assert cpp == python and cpp.startswith("ok\nwarning: ") and "NVIDIA RTX 4090" in cpp
+    cpp, python = both("10.8.0", "8.9", "NVIDIA L4")
+    assert cpp == python and "built with TensorRT 10.3.0.26 but this is TensorRT 10.8.0" in cpp
+    cpp, python = both("10.3.0", "9.0", "NVIDIA H100")
+    assert cpp == python and "compute capability 8.9 (NVIDIA L4) but this GPU is 9.0 (NVIDIA H100)" in cpp
+    data = bytearray(engine.read_bytes())
+    data[len(data) // 2] ^= 1  # one flipped bit in the middle of the engine
+    engine.write_bytes(bytes(data))
+    cpp, python = both("10.3.0", "8.9", "NVIDIA L4")
+    assert cpp == python and "is not the engine its sidecar model.engine.json describes" in cpp
 
 
 def _assert_clean_failure(result: subprocess.CompletedProcess, *phrases: str) -> None:

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from golden import D2, golden_images, load_golden
-from instseg_deploy.backends.torch_backend import TorchRunner
-from instseg_deploy.model_files import load_model
-from instseg_deploy.parity import match_detections
-from instseg_deploy.predictor import Predictor
+from instseg_deploy.demo_data import DEMO_DATA
+from instseg_deploy.evaluation.parity import match_detections
 from instseg_deploy.processing.preprocess import PreprocessParams, preprocess
+from instseg_deploy.runtime.predictor import Predictor
+from instseg_deploy.runtime.torch_model import load_model
+from instseg_deploy.runtime.torch_runner import TorchRunner
 from instseg_deploy.structures import Instances
 
 GOLDEN = golden_images()
@@ -22,16 +23,18 @@ def _predictor(model, cfg) -> Predictor:
     return Predictor(TorchRunner(model), PreprocessParams.from_model_config(cfg.model), cfg.class_names)
 
 
-@pytest.fixture(scope="module", params=["model_final.pkl", "model_final.pth"])
+# The model-zoo .pkl ships with the package (demo data); the trainer's .pth is a test fixture only.
+@pytest.fixture(scope="module", ids=["model_final.pkl", "model_final.pth"],
+                params=[DEMO_DATA / "shapes_r50" / "model_final.pkl", D2 / "shapes_r50" / "model_final.pth"])
 def predictor_and_model(request):
-    model, cfg = load_model(D2 / "shapes_r50" / "config.yaml", D2 / "shapes_r50" / request.param)
+    model, cfg = load_model(DEMO_DATA / "shapes_r50" / "config.yaml", request.param)
     return _predictor(model, cfg), model
 
 
 def test_pkl_and_pth_hold_the_same_weights(fixture_model):
     from instseg_deploy.checkpoint import read_checkpoint
 
-    pkl = read_checkpoint(D2 / "shapes_r50" / "model_final.pkl")
+    pkl = read_checkpoint(DEMO_DATA / "shapes_r50" / "model_final.pkl")
     pth = read_checkpoint(D2 / "shapes_r50" / "model_final.pth")
     assert pkl.kind == "detectron2-pkl" and pth.kind == "detectron2-pth"
     assert pth.extra["iteration"] == 2999

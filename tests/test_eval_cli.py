@@ -13,21 +13,22 @@ from pycocotools import mask as mask_utils
 from typer.testing import CliRunner
 
 from instseg_deploy.cli.main import app
-from instseg_deploy.parity import match_detections
+from instseg_deploy.demo_data import DEMO_DATA
+from instseg_deploy.evaluation.parity import match_detections
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def shapes_args(d2_dir):
-    return ["--images", str(d2_dir / "shapes_val" / "images"),
-            "--annotations", str(d2_dir / "shapes_val" / "annotations.json")]
+    return ["--images", str(DEMO_DATA / "shapes_val" / "images"),
+            "--annotations", str(DEMO_DATA / "shapes_val" / "annotations.json")]
 
 
 @pytest.fixture(scope="module")
 def torch_args(d2_dir):
-    return ["--config", str(d2_dir / "shapes_r50" / "config.yaml"),
-            "--weights", str(d2_dir / "shapes_r50" / "model_final.pkl")]
+    return ["--config", str(DEMO_DATA / "shapes_r50" / "config.yaml"),
+            "--weights", str(DEMO_DATA / "shapes_r50" / "model_final.pkl")]
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,7 @@ def test_predictions_mode_writes_present_types(tmp_path, d2_dir):
     boxes_only.write_text(json.dumps([{k: v for k, v in r.items() if k != "segmentation"} for r in results]))
     out = tmp_path / "out"
     result = runner.invoke(app, ["eval", "--predictions", str(boxes_only), "--annotations",
-                                 str(d2_dir / "shapes_val" / "annotations.json"), "--out", str(out)])
+                                 str(DEMO_DATA / "shapes_val" / "annotations.json"), "--out", str(out)])
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics) == ["bbox"] and metrics["bbox"]["AP"] == pytest.approx(51.912547649101114)
@@ -138,7 +139,7 @@ def _error_line(result) -> str:
     ("bad_annotations", "not a COCO instances file"),
 ])
 def test_bad_results_files(tmp_path, d2_dir, case, expect):
-    annotations = d2_dir / "shapes_val" / "annotations.json"
+    annotations = DEMO_DATA / "shapes_val" / "annotations.json"
     good = json.loads((d2_dir / "eval" / "coco_instances_results.json").read_text())[:50]
     path = tmp_path / "results.json"
     content = {"unknown_category": [{**good[0], "category_id": 99}, *good[1:]],
@@ -156,18 +157,28 @@ def test_bad_results_files(tmp_path, d2_dir, case, expect):
 
 
 def test_missing_images_and_class_mismatch(tmp_path, d2_dir, torch_args):
-    data = json.loads((d2_dir / "shapes_val" / "annotations.json").read_text())
+    data = json.loads((DEMO_DATA / "shapes_val" / "annotations.json").read_text())
     data["images"][0]["file_name"] = "does_not_exist.jpg"
     ann = tmp_path / "ann.json"
     ann.write_text(json.dumps(data))
     out = tmp_path / "out"
-    args = ["eval", *torch_args, "--images", str(d2_dir / "shapes_val" / "images"), "--out", str(out)]
+    args = ["eval", *torch_args, "--images", str(DEMO_DATA / "shapes_val" / "images"), "--out", str(out)]
     assert "missing" in _error_line(runner.invoke(app, [*args, "--annotations", str(ann)]))
-    data = json.loads((d2_dir / "shapes_val" / "annotations.json").read_text())
+    data = json.loads((DEMO_DATA / "shapes_val" / "annotations.json").read_text())
     data["categories"].append({"id": 5, "name": "star"})
     ann.write_text(json.dumps(data))
     assert "4 classes but the dataset has 5" in _error_line(runner.invoke(app, [*args, "--annotations", str(ann)]))
     assert not out.exists()
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["--coco-root", "coco", "--images", "images"], "give either --coco-root or --images with --annotations"),
+    (["--images", "images"], "a dataset is needed: --images DIR --annotations FILE, or --coco-root DIR"),
+    ([], "a dataset is needed"),
+])
+def test_dataset_options_are_one_choice(args, expect, torch_args):
+    """--images with --annotations, or --coco-root: one clear error otherwise, before any model is loaded."""
+    assert expect in _error_line(runner.invoke(app, ["eval", *torch_args, *args]))
 
 
 def test_data_synth_cli(tmp_path):

@@ -8,22 +8,27 @@ import cv2
 import numpy as np
 import onnx
 import pytest
+import torch
 
 from golden import D2, golden_images
 from instseg_deploy.class_names import default_class_names
 from instseg_deploy.config import load_config
+from instseg_deploy.demo_data import DEMO_DATA
 from instseg_deploy.errors import InstsegError
+from instseg_deploy.evaluation.parity import match_detections
 from instseg_deploy.export.onnx_export import export_onnx
-from instseg_deploy.loading import load_predictor
+from instseg_deploy.model_file.metadata import METADATA_KEY
 from instseg_deploy.modeling import build_model
-from instseg_deploy.parity import match_detections
+from instseg_deploy.ops.roi_align_contract import ONNX_DOMAIN, OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION
+from instseg_deploy.runtime.factory import load_predictor
 
 GOLDEN = golden_images()
 
 
 @pytest.fixture(scope="module")
 def torch_predictor():
-    return load_predictor("torch", D2 / "shapes_r50" / "config.yaml", D2 / "shapes_r50" / "model_final.pkl")
+    model_dir = DEMO_DATA / "shapes_r50"
+    return load_predictor("torch", model_dir / "config.yaml", model_dir / "model_final.pkl")
 
 
 @pytest.mark.parametrize("variant", ["raw", "pasted", "plugin"])
@@ -58,11 +63,12 @@ def test_batches_of_different_sizes(exported_onnx, torch_predictor):
 
 def test_plugin_flavour_has_one_node_per_pooler(exported_onnx):
     proto = onnx.load(str(exported_onnx["plugin"]))
-    nodes = [n for n in proto.graph.node if n.op_type == "InstsegMultilevelRoIAlign"]
+    nodes = [n for n in proto.graph.node if n.op_type == OP_TYPE]
     assert len(nodes) == 2  # box pooler and mask pooler
-    assert all(n.domain == "instseg" for n in nodes) and "RoiAlign" not in {n.op_type for n in proto.graph.node}
+    assert all(n.domain == ONNX_DOMAIN for n in nodes) and "RoiAlign" not in {n.op_type for n in proto.graph.node}
     attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in nodes]
-    assert attrs[0]["plugin_version"] == b"1" and attrs[0]["plugin_namespace"] == b""
+    assert attrs[0]["plugin_version"] == PLUGIN_VERSION.encode()
+    assert attrs[0]["plugin_namespace"] == PLUGIN_NAMESPACE.encode()
     assert list(attrs[0]["featmap_strides"]) == [4, 8, 16, 32] and attrs[0]["aligned"] == 1
     assert {a["output_size"] for a in attrs} == {7, 14}
 
@@ -70,7 +76,7 @@ def test_plugin_flavour_has_one_node_per_pooler(exported_onnx):
 def test_metadata_makes_the_file_self_describing(exported_onnx):
     proto = onnx.load(str(exported_onnx["raw"]))
     onnx.checker.check_model(proto)
-    meta = json.loads({p.key: p.value for p in proto.metadata_props}["instseg"])
+    meta = json.loads({p.key: p.value for p in proto.metadata_props}[METADATA_KEY])
     assert meta["num_classes"] == 4 and len(meta["class_names"]) == 4
     assert meta["preprocess"]["input_format"] == "BGR" and meta["preprocess"]["min_size"] == 320
     assert meta["preprocess"]["size_divisibility"] == 32 and meta["postprocess"]["score_thresh"] == 0.05
@@ -83,6 +89,7 @@ def test_metadata_makes_the_file_self_describing(exported_onnx):
 def _export(config_path, tmp_path, **kwargs):
     cfg = load_config(config_path)
     cfg.class_names = default_class_names(cfg.model.num_classes)
+    torch.manual_seed(0)  # random weights: the same model whatever ran before in this process
     return cfg, export_onnx(build_model(cfg.model), cfg, tmp_path / "m.onnx", **kwargs).path
 
 
@@ -148,5 +155,5 @@ def test_unreadable_and_foreign_models(tmp_path, exported_onnx):
     with pytest.raises(InstsegError, match="no instseg metadata"):
         load_predictor("ort", model=foreign)
     # ... usable with explicit flags: preprocessing and classes from the detectron2 config
-    predictor = load_predictor("ort", model=foreign, config=D2 / "shapes_r50" / "config.yaml")
+    predictor = load_predictor("ort", model=foreign, config=DEMO_DATA / "shapes_r50" / "config.yaml")
     assert len(predictor(cv2.imread(str(GOLDEN[-1][1])))) > 0

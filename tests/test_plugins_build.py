@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from instseg_deploy.ops.native_build import NATIVE_SRC
+
 PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
-SRC = PLUGINS / "src"
 NVCC = shutil.which("nvcc")
 CMAKE = shutil.which("cmake")
 CUDA_ARCH = "80"  # one architecture keeps the compile short
@@ -39,8 +40,8 @@ def _cmake_build(build_dir: Path, *options: str) -> None:
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not found: the CUDA kernel cannot be compiled here")
 def test_nvcc_compiles_the_kernel(tmp_path):
-    _run([NVCC, "-std=c++17", "-O3", f"-arch=sm_{CUDA_ARCH}", "-Xcompiler", "-Wall", "-I", str(SRC),
-          "-c", str(SRC / "multilevel_roi_align_kernel.cu"), "-o", str(tmp_path / "kernel.o")])
+    _run([NVCC, "-std=c++17", "-O3", f"-arch=sm_{CUDA_ARCH}", "-Xcompiler", "-Wall", "-I", str(NATIVE_SRC),
+          "-c", str(NATIVE_SRC / "multilevel_roi_align_kernel.cu"), "-o", str(tmp_path / "kernel.o")])
     assert (tmp_path / "kernel.o").stat().st_size > 0
 
 

@@ -10,21 +10,17 @@ import shutil
 import numpy as np
 import onnx
 import pytest
-import typer
 from onnx import numpy_helper
 from typer.testing import CliRunner
 
-from instseg_deploy.cli import quantize as quantize_cli
+from instseg_deploy.cli.main import app
+from instseg_deploy.data.calibration import CalibrationError, ImageCalibrationReader, calibration_images
+from instseg_deploy.demo_data import DEMO_DATA
 from instseg_deploy.errors import InstsegError
-from instseg_deploy.export.metadata import METADATA_KEY
+from instseg_deploy.evaluation.parity import box_iou
 from instseg_deploy.image_io import read_image
-from instseg_deploy.parity import box_iou
+from instseg_deploy.model_file.metadata import METADATA_KEY
 from instseg_deploy.processing.preprocess import PreprocessParams
-from instseg_deploy.quantize.calibration import (
-    CalibrationError,
-    ImageCalibrationReader,
-    calibration_images,
-)
 from instseg_deploy.quantize.fp16 import convert_fp16
 from instseg_deploy.quantize.qdq import QuantizeSettings, quantize_int8
 from instseg_deploy.quantize.qdq_layout import dedicate_qdq_pairs
@@ -35,17 +31,6 @@ runner = CliRunner()
 PARAMS = PreprocessParams("BGR", 64, 96, (103.53, 116.28, 123.675), (1.0, 1.0, 1.0), 32)
 USER_EXCLUDE = r"res2/res2\.0/conv1/"  # one backbone conv the user asks to keep float
 NUM_CALIB = 3
-
-
-def _app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        """test app"""
-
-    quantize_cli.register(app)
-    return app
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +102,7 @@ def test_only_unreadable_images_are_refused(tmp_path):
 
 
 def test_num_images_takes_a_fixed_subset(d2_dir):
-    folder = d2_dir / "shapes_val" / "images"
+    folder = DEMO_DATA / "shapes_val" / "images"
     first, again = calibration_images(folder, num_images=5), calibration_images(folder, num_images=5)
     assert first == again and len(first) == 5 and first == sorted(first)
     assert len(calibration_images(folder, num_images=1000)) == 100
@@ -263,7 +248,7 @@ def test_calibration_cache_is_reused_and_invalidated(int8_model, exported_onnx, 
 # --- detections through the ORT backend --------------------------------------------------------
 
 def _agreement(reference_path, candidate_path, images) -> dict:
-    from instseg_deploy.loading import load_predictor
+    from instseg_deploy.runtime.factory import load_predictor
 
     ref, cand = load_predictor("ort", model=reference_path), load_predictor("ort", model=candidate_path)
     assert cand.class_names == ref.class_names
@@ -278,7 +263,7 @@ def _agreement(reference_path, candidate_path, images) -> dict:
 
 @pytest.fixture(scope="module")
 def val_images(d2_dir):
-    return sorted((d2_dir / "shapes_val" / "images").glob("*.jpg"))[:4]
+    return sorted((DEMO_DATA / "shapes_val" / "images").glob("*.jpg"))[:4]
 
 
 def test_int8_detections_close_to_fp32(int8_model, exported_onnx, val_images):
@@ -327,7 +312,7 @@ def _one_line_error(result, *fragments):
 
 
 def test_cli_errors_are_one_line(tmp_path, exported_onnx, calib_dir):
-    app, model = _app(), str(exported_onnx["raw"])
+    model = str(exported_onnx["raw"])
     empty = tmp_path / "empty"
     empty.mkdir()
     out = str(tmp_path / "m.int8.onnx")
@@ -349,10 +334,10 @@ def test_cli_errors_are_one_line(tmp_path, exported_onnx, calib_dir):
 
 def test_cli_fp16_writes_a_model_ort_runs(tmp_path, exported_onnx, d2_dir):
     out = tmp_path / "model.fp16.onnx"
-    result = runner.invoke(_app(), ["quantize", "--model", str(exported_onnx["raw"]), "--fp16", "--out", str(out)])
+    result = runner.invoke(app, ["quantize", "--model", str(exported_onnx["raw"]), "--fp16", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "fp16" in result.output and out.is_file()
-    again = runner.invoke(_app(), ["quantize", "--model", str(out), "--fp16", "--out", str(tmp_path / "x.onnx")])
+    again = runner.invoke(app, ["quantize", "--model", str(out), "--fp16", "--out", str(tmp_path / "x.onnx")])
     _one_line_error(again, "already fp16")
 
 
@@ -373,8 +358,8 @@ def test_output_error_of_identical_outputs():
     inst = Instances((40, 40), boxes, np.array([0.9, 0.6], np.float32), np.array([1, 2]), np.ones((2, 40, 40), bool))
     err = output_error([inst], [inst])
     assert err == {"found %": 100.0, "matched %": 100.0, "box IoU": 1.0, "|score diff|": 0.0, "mask IoU": 1.0}
-    shifted = Instances((40, 40), boxes + np.array([0, 0, 0, 0], np.float32) + np.array([[0, 0, 0, 0], [30, 30, 30, 30]],
-                        np.float32), inst.scores - 0.1, inst.classes, inst.masks)
+    second_moved = np.array([[0, 0, 0, 0], [30, 30, 30, 30]], np.float32)
+    shifted = Instances((40, 40), boxes + second_moved, inst.scores - 0.1, inst.classes, inst.masks)
     err = output_error([inst], [shifted])
     assert err["found %"] == 50.0 and err["matched %"] == 50.0 and err["|score diff|"] == pytest.approx(0.1)
     err = output_error([inst.select(np.array([0]))], [shifted])  # one reference, found; one extra candidate

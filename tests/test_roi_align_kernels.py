@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+
 from roi_align_reference import STRIDES, make_features, make_rois, reference_pool
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is needed to build the CPU twin")
@@ -32,7 +33,10 @@ def cuda_kernel(rois, feats, strides, **attrs):
 cuda_kernel.device = "cuda"
 
 
-@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.skipif(NO_CUDA is not None, reason=str(NO_CUDA)))])
+CUDA_PARAM = pytest.param("cuda", marks=pytest.mark.skipif(NO_CUDA is not None, reason=str(NO_CUDA)))
+
+
+@pytest.fixture(params=["cpu", CUDA_PARAM])
 def pool(request):
     if request.param == "cuda":
         return cuda_kernel

@@ -8,9 +8,9 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from roi_align_reference import STRIDES, make_features, make_rois, reference_pool
 
-from instseg_deploy.ops import ort_custom_op  # its onnxruntime-extensions imports are lazy
+from instseg_deploy.ops import ort_custom_op, roi_align_contract  # onnxruntime-extensions imports are lazy
+from roi_align_reference import STRIDES, make_features, make_rois, reference_pool
 
 pytest.importorskip("onnxruntime_extensions", reason="onnxruntime-extensions runs the op's Python custom op")
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is needed to build the CPU twin")
@@ -29,7 +29,7 @@ def one_node_model(dtype, channels: int, **attrs) -> onnx.ModelProto:
     outputs = [helper.make_tensor_value_info("pooled", elem, ["R", channels, size, size])]
     graph = helper.make_graph([node], "multilevel_roi_align", inputs, outputs)
     model = helper.make_model(graph, opset_imports=[helper.make_operatorsetid("", 17),
-                                                    helper.make_operatorsetid(ort_custom_op.OP_DOMAIN, 1)])
+                                                    helper.make_operatorsetid(roi_align_contract.ONNX_DOMAIN, 1)])
     onnx.checker.check_model(model)
     return model
 
@@ -90,8 +90,8 @@ def test_zero_rois(rng):
 def test_adaptation_keeps_the_original_model(rng):
     model = one_node_model(np.float32, 3, output_size=7)
     adapted = ort_custom_op.to_onnxruntime_model(model)
-    assert model.graph.node[0].domain == ort_custom_op.OP_DOMAIN
-    op = next(n for n in adapted.graph.node if n.op_type == ort_custom_op.OP_TYPE)
+    assert model.graph.node[0].domain == roi_align_contract.ONNX_DOMAIN
+    op = next(n for n in adapted.graph.node if n.op_type == roi_align_contract.OP_TYPE)
     assert op.domain == ort_custom_op.ORT_DOMAIN
     strides = next(a for a in op.attribute if a.name == "featmap_strides")
     assert helper.get_attribute_value(strides) == b"4,8,16,32"

@@ -6,9 +6,10 @@ Three kinds of tests:
   mapping, the engine sidecar and its mismatch checks, plugin-library discovery, batch fitting,
   ONNX Runtime's TensorRT EP options, `instseg doctor`, and the clean failure of
   `instseg export --to trt` on a machine without TensorRT.
-* Our wiring against ``FakeTensorRT``, a stand-in module that records which TensorRT 10 calls we
-  make. It checks *our* code (call order, arguments, error handling) only; it proves nothing about
-  TensorRT itself -- the real API names were checked against TensorRT's bindings and docs.
+* Our wiring against ``FakeTensorRT``, a stand-in module that records what we ask TensorRT 10 for
+  (profile shapes per input, builder flags, timing cache, calibrator). It checks *our* calls and
+  error handling only; it proves nothing about TensorRT itself -- the real API names were checked
+  against TensorRT's bindings and docs.
 * TensorRT-bound tests (engine builds, parity with ONNX Runtime, AP), skipped with their reason
   where TensorRT or a CUDA GPU is missing.
 """
@@ -30,20 +31,35 @@ from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
 from fake_tensorrt import FakeRegistry, FakeTensorRT
-from instseg_deploy.backends import trt_plugin_lib
-from instseg_deploy.backends.trt_backend import device_index, fit_to_profile, load_trt_runner
-from instseg_deploy.backends.trt_plugin_lib import PluginLibrary, PluginLibraryError, find_plugin_library
 from instseg_deploy.cli import doctor as doctor_cli
 from instseg_deploy.cli.main import app
+from instseg_deploy.demo_data import DEMO_DATA
 from instseg_deploy.errors import InstsegError
-from instseg_deploy.export import trt_build, trt_sidecar
-from instseg_deploy.export.metadata import build_metadata, metadata_to_props
-from instseg_deploy.export.trt_build import (BuildRequest, PrecisionPlan, ShapeRange, build_engine, calibration_range,
-                                             default_size_range, input_profiles, resolve_image_range,
-                                             resolve_precision, torch_dtype)
-from instseg_deploy.export.trt_sidecar import (DeviceInfo, EngineMismatch, build_sidecar, check_sidecar, read_sidecar,
-                                               sidecar_path, write_sidecar)
+from instseg_deploy.export.trt import engine_export
+from instseg_deploy.export.trt.builder import BuildRequest, build_engine
+from instseg_deploy.export.trt.calibrator import calibration_batches, calibration_range
+from instseg_deploy.export.trt.engine_export import TrtExportRequest, export_trt_engine
+from instseg_deploy.export.trt.precision import PrecisionPlan, is_qdq_model, resolve_precision
+from instseg_deploy.model_file.metadata import build_metadata, metadata_to_props
+from instseg_deploy.model_file.reader import read_model_file
+from instseg_deploy.model_file.sidecar import (
+    DeviceInfo,
+    EngineMismatch,
+    build_sidecar,
+    read_sidecar,
+    sidecar_path,
+    write_sidecar,
+)
+from instseg_deploy.ops.roi_align_contract import ONNX_DOMAIN, OP_TYPE
 from instseg_deploy.processing.preprocess import Batch, padded_shape, resized_shape
+from instseg_deploy.runtime.trt import plugin_library as trt_plugin_lib
+from instseg_deploy.runtime.trt import sidecar as trt_sidecar
+from instseg_deploy.runtime.trt import util as trt_util
+from instseg_deploy.runtime.trt.plugin_library import PluginLibrary, PluginLibraryError, find_plugin_library
+from instseg_deploy.runtime.trt.profiles import ShapeRange, default_size_range, input_profiles, resolve_image_range
+from instseg_deploy.runtime.trt.runner import fit_to_profile, load_trt_runner
+from instseg_deploy.runtime.trt.sidecar import check_sidecar
+from instseg_deploy.runtime.trt.util import device_index, torch_dtype
 
 runner = CliRunner()
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -160,9 +176,9 @@ def test_precision_flag_errors(fp16, int8, calib, qdq, message):
 def test_qdq_models_are_recognised_by_nodes_or_metadata():
     plain = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [], []))
     qdq = helper.make_model(helper.make_graph([helper.make_node("QuantizeLinear", ["x", "s"], ["y"])], "g", [], []))
-    assert not trt_build.is_qdq_model(plain, meta_for())
-    assert trt_build.is_qdq_model(qdq, meta_for())
-    assert trt_build.is_qdq_model(plain, meta_for(precision="int8"))
+    assert not is_qdq_model(plain, meta_for())
+    assert is_qdq_model(qdq, meta_for())
+    assert is_qdq_model(plain, meta_for(precision="int8"))
 
 
 def test_calibration_runs_at_the_smallest_batch_and_largest_size():
@@ -240,13 +256,13 @@ def test_missing_or_broken_sidecar(tmp_path):
 
 def test_no_tensorrt_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "tensorrt", None)  # import tensorrt -> ImportError
-    with pytest.raises(trt_sidecar.TensorRTUnavailable, match="TensorRT is not installed: pip install"):
-        trt_sidecar.import_tensorrt()
+    with pytest.raises(trt_util.TensorRTUnavailable, match="TensorRT is not installed: pip install"):
+        trt_util.import_tensorrt()
 
 
 @pytest.mark.skipif(HAVE_GPU, reason="checks the message on machines without a CUDA GPU")
 def test_no_gpu_is_one_clear_error():
-    with pytest.raises(trt_sidecar.TensorRTUnavailable, match="no CUDA GPU"):
+    with pytest.raises(trt_util.TensorRTUnavailable, match="no CUDA GPU"):
         trt_sidecar.current_device_info()
 
 
@@ -345,7 +361,7 @@ def tiny_onnx(tmp_path_factory, tiny_config_path):
     outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("boxes", "scores")]
     nodes = [helper.make_node("Identity", ["images"], ["boxes"]),
              helper.make_node("Cast", ["image_sizes"], ["scores"], to=TensorProto.FLOAT),
-             helper.make_node("InstsegMultilevelRoIAlign", ["images"], ["pooled"], domain="instseg")]
+             helper.make_node(OP_TYPE, ["images"], ["pooled"], domain=ONNX_DOMAIN)]
     model = helper.make_model(helper.make_graph(nodes, "tiny", inputs, outputs))
     meta = build_metadata(cfg, "raw", "dynamic", "dynamic", "plugin", ["images", "image_sizes"],
                           ["boxes", "scores"])
@@ -384,43 +400,56 @@ def _request(onnx_path, precision=PrecisionPlan("fp16", ("FP16",), None), **kwar
 
 
 def test_build_engine_wiring(tiny_onnx, tmp_path):
-    """FakeTensorRT: our builder calls (a test of our wiring only, not of TensorRT)."""
+    """FakeTensorRT: what our builder hands TensorRT (a test of our calls only, not of TensorRT)."""
     fake = FakeTensorRT()
-    cache = tmp_path / "timing.cache"
-    cache.write_bytes(b"old")
     library = PluginLibrary(Path("/opt/libinstseg_plugins.so"), "--plugin-lib")
     progress = RecordingProgress()
-    engine = build_engine(_request(tiny_onnx, workspace_bytes=2 << 30, timing_cache=cache, plugin_library=library),
-                          fake, progress)
+    engine = build_engine(_request(tiny_onnx, workspace_bytes=2 << 30, plugin_library=library), fake, progress)
     assert bytes(engine) == b"FAKE-ENGINE"
     assert fake.registry.loaded == ["/opt/libinstseg_plugins.so"]
-    assert fake.calls == [
-        ("init_libnvinfer_plugins", ""),
-        ("create_network", 0),
-        ("parse_from_file", str(tiny_onnx)),
-        ("set_memory_pool_limit", "WORKSPACE", 2 << 30),
-        ("set_shape", "images", (1, 3, 32, 32), (2, 3, 800, 1088), (4, 3, 1344, 1344)),
-        ("set_shape", "image_sizes", (1, 2), (2, 2), (4, 2)),
-        ("add_optimization_profile",),
-        ("set_flag", "FP16"),
-        ("create_timing_cache", b"old"),
-        ("set_timing_cache", False),
-        ("build_serialized_network",),
-    ]
-    assert cache.read_bytes() == b"old+tuned"  # the updated cache is written back
+    assert fake.plugin_namespaces == [""] and fake.network_flags == [0]  # TensorRT's plugins; explicit batch
+    (build,) = fake.builds
+    assert build.onnx_path == str(tiny_onnx) and build.plugin_registered_at_parse  # loaded before parsing
+    assert build.profiles == [{"images": ((1, 3, 32, 32), (2, 3, 800, 1088), (4, 3, 1344, 1344)),
+                               "image_sizes": ((1, 2), (2, 2), (4, 2))}]
+    assert build.flags == {"FP16"} and build.memory_limits == {"WORKSPACE": 2 << 30}
+    assert build.calibration_profile is None and build.calibrator_batch_size is None
+    assert build.timing_cache is None and build.progress_monitor
     assert progress.events == [("start", "Building engine", 2), ("step", "Building engine", 0),
                                ("step", "Building engine", 1), ("finish", "Building engine")]
 
 
-def test_a_timing_cache_from_another_machine_is_replaced(tiny_onnx, tmp_path):
+@pytest.mark.parametrize("precision, flags", [(PrecisionPlan("fp32", (), None), set()),
+                                              (PrecisionPlan("int8", ("INT8", "FP16"), "explicit"), {"INT8", "FP16"})])
+def test_build_flags_follow_the_precision_plan(tiny_onnx, precision, flags):
+    fake = FakeTensorRT()
+    build_engine(_request(tiny_onnx, precision), fake)
+    assert fake.builds[0].flags == flags and fake.builds[0].memory_limits == {}  # no --workspace: TensorRT's default
+
+
+def test_timing_cache_round_trip(tiny_onnx, tmp_path):
+    """The cache file is read before the build and written back after it; the next build starts from that."""
+    fake = FakeTensorRT()
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"old")
+    build_engine(_request(tiny_onnx, timing_cache=cache), fake)
+    assert fake.builds[-1].timing_cache == b"old" and cache.read_bytes() == b"old+tuned"
+    build_engine(_request(tiny_onnx, timing_cache=cache), fake)
+    assert fake.builds[-1].timing_cache == b"old+tuned" and cache.read_bytes() == b"old+tuned+tuned"
+    fresh = tmp_path / "new.cache"  # no file yet: an empty cache, written after the build
+    build_engine(_request(tiny_onnx, timing_cache=fresh), fake)
+    assert fake.builds[-1].timing_cache == b"" and fresh.read_bytes() == b"+tuned"
+
+
+def test_a_timing_cache_from_another_machine_is_replaced(tiny_onnx, tmp_path, caplog):
     fake = FakeTensorRT(timing_cache_fits=False)
     cache = tmp_path / "timing.cache"
     cache.write_bytes(b"other gpu")
-    build_engine(_request(tiny_onnx, timing_cache=cache), fake)
-    caches = [c for c in fake.calls if c[0] in ("create_timing_cache", "set_timing_cache")]
-    assert caches == [("create_timing_cache", b"other gpu"), ("set_timing_cache", False),
-                      ("create_timing_cache", b""), ("set_timing_cache", False)]
+    with caplog.at_level("WARNING"):
+        build_engine(_request(tiny_onnx, timing_cache=cache), fake)
+    assert fake.builds[0].timing_cache == b""  # started from an empty cache, not the refused one
     assert cache.read_bytes() == b"+tuned"
+    assert "from another GPU or TensorRT version" in caplog.text
 
 
 def test_build_reports_unsupported_nodes_by_name(tiny_onnx):
@@ -445,20 +474,21 @@ def test_build_failure_and_cancellation(tiny_onnx):
 
 
 def test_int8_calibration_wiring(tiny_onnx):
-    """FakeTensorRT without a GPU: the calibration profile and calibrator are set (our wiring)."""
+    """FakeTensorRT without a GPU: the calibration profile and calibrator are set (our calls)."""
     fake = FakeTensorRT()
     plan = PrecisionPlan("int8", ("INT8",), "calibration")
     build_engine(_request(tiny_onnx, plan, calib_images=[]), fake)
-    names = [c[0] for c in fake.calls]
-    assert ("set_flag", "INT8") in fake.calls and "set_calibration_profile" in names
-    calib_shapes = [c for c in fake.calls if c[0] == "set_shape"][2:]
-    assert calib_shapes == [("set_shape", "images", *((1, 3, 1344, 1344),) * 3),
-                            ("set_shape", "image_sizes", *((1, 2),) * 3)]
+    (build,) = fake.builds
+    assert build.flags == {"INT8"}
+    assert build.profiles[0]["images"] == ((1, 3, 32, 32), (2, 3, 800, 1088), (4, 3, 1344, 1344))
+    # calibration runs at one shape: the smallest batch, the largest size
+    assert build.calibration_profile == {"images": ((1, 3, 1344, 1344),) * 3, "image_sizes": ((1, 2),) * 3}
+    assert build.calibrator_batch_size == 1
 
 
 def test_output_allocator_grows_aligns_and_views_outputs():
     """Our IOutputAllocator's bookkeeping, on CPU memory (TensorRT itself is faked)."""
-    from instseg_deploy.backends.trt_backend import make_output_allocator
+    from instseg_deploy.runtime.trt.runner import make_output_allocator
 
     fake = types.SimpleNamespace(IOutputAllocator=type("IOutputAllocator", (), {"__init__": lambda self: None}))
     allocator = make_output_allocator(fake, torch.device("cpu"))
@@ -477,10 +507,10 @@ def test_output_allocator_grows_aligns_and_views_outputs():
 
 
 def test_calibration_batches_use_the_shared_preprocessing(d2_dir):
-    paths = sorted((d2_dir / "shapes_val" / "images").iterdir())[:3]
+    paths = sorted((DEMO_DATA / "shapes_val" / "images").iterdir())[:3]
     progress = RecordingProgress()
     calib = ShapeRange((1, 3, 512, 512), (1, 3, 512, 512), (1, 3, 512, 512))
-    feeds = list(trt_build.calibration_batches(paths, meta_for(min_size=320, max_size=512), ["images", "image_sizes"],
+    feeds = list(calibration_batches(paths, meta_for(min_size=320, max_size=512), ["images", "image_sizes"],
                                               calib, progress))
     assert len(feeds) == 3 and all(f["images"].shape == (1, 3, 512, 512) for f in feeds)
     assert all(f["image_sizes"].dtype == np.int64 and min(f["image_sizes"][0]) == 320 for f in feeds)
@@ -508,7 +538,7 @@ def test_build_progress_display():
 
 
 def test_engine_loader_refuses_a_mismatch_before_deserialising(tmp_path, monkeypatch):
-    from instseg_deploy.backends import trt_backend
+    from instseg_deploy.runtime.trt import runner as trt_backend
 
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"x")
@@ -525,19 +555,27 @@ def test_engine_loader_refuses_a_mismatch_before_deserialising(tmp_path, monkeyp
         load_trt_runner(engine)
 
 
-def test_export_command_writes_engine_and_sidecar_with_fake_tensorrt(tiny_onnx, tmp_path, monkeypatch):
-    """The whole `--to trt` flow on FakeTensorRT (our wiring): engine + sidecar contents."""
-    from instseg_deploy.cli.export_trt import export_trt_command
-    from instseg_deploy.export import trt_sidecar as sidecar_module
-
+@pytest.fixture
+def fake_l4_export(tmp_path, monkeypatch) -> Path:
+    """FakeTensorRT as `tensorrt`, an L4 as the GPU; returns (the fake, a plugin library file for --plugin-lib)."""
     fake = FakeTensorRT()
     monkeypatch.setitem(__import__("sys").modules, "tensorrt", fake)
-    monkeypatch.setattr(sidecar_module, "current_device_info", lambda index=0: DeviceInfo("NVIDIA L4", "8.9"))
+    monkeypatch.setattr(engine_export, "current_device_info", lambda index=0: DeviceInfo("NVIDIA L4", "8.9"))
     library = tmp_path / "libinstseg_plugins.so"
     library.write_bytes(b"")
+    return fake, library
+
+
+def test_export_command_writes_engine_and_sidecar_with_fake_tensorrt(tiny_onnx, tmp_path, fake_l4_export):
+    """The whole `--to trt` flow on FakeTensorRT (our calls): engine + sidecar contents, stages reported."""
+    _, library = fake_l4_export
     out = tmp_path / "out" / "model.engine"
-    export_trt_command(out, model=tiny_onnx, fp16=True, batch="1:2:4", size="64x64:320x320:448x448",
-                       plugin_lib=library)
+    progress = RecordingProgress()
+    progress.stage = lambda name, message: progress.events.append(("stage", name))
+    result = export_trt_engine(TrtExportRequest(out, model=tiny_onnx, fp16=True, batch="1:2:4",
+                                                size="64x64:320x320:448x448", plugin_lib=library), progress)
+    assert result.engine == out and result.sidecar == sidecar_path(out) and result.size_bytes == len(b"FAKE-ENGINE")
+    assert progress.events[0] == ("stage", "build") and ("finish", "Building engine") in progress.events
     assert out.read_bytes() == b"FAKE-ENGINE"
     sidecar = json.loads(sidecar_path(out).read_text())
     assert sidecar["engine_sha256"] == hashlib.sha256(b"FAKE-ENGINE").hexdigest()
@@ -551,6 +589,21 @@ def test_export_command_writes_engine_and_sidecar_with_fake_tensorrt(tiny_onnx, 
     assert sorted(p.name for p in out.parent.iterdir()) == ["model.engine", "model.engine.json"]
 
 
+def test_export_cli_builds_the_request_and_shows_the_build(tiny_onnx, tmp_path, fake_l4_export):
+    """`instseg export --to trt` on FakeTensorRT: the flags reach the request, the summary names the files."""
+    fake, library = fake_l4_export
+    out = tmp_path / "model.engine"
+    result = runner.invoke(app, ["export", "--to", "trt", "--model", str(tiny_onnx), "--out", str(out), "--fp16",
+                                 "--batch", "1:2:4", "--size", "64x64:320x320:448x448", "--workspace", "0.5",
+                                 "--plugin-lib", str(library)])
+    assert result.exit_code == 0, result.output
+    assert "building a TensorRT 10.3.0 engine (fp16) for NVIDIA L4" in result.output
+    assert "fp16, images 1x3x64x64 .. 4x3x448x448) and model.engine.json" in result.output
+    (build,) = fake.builds
+    assert build.flags == {"FP16"} and build.memory_limits == {"WORKSPACE": 1 << 29}
+    assert build.profiles[0]["images"] == ((1, 3, 64, 64), (2, 3, 320, 320), (4, 3, 448, 448))
+
+
 # ----------------------------------------------------------------------------- the CLI without TensorRT
 
 
@@ -558,8 +611,8 @@ def test_export_command_writes_engine_and_sidecar_with_fake_tensorrt(tiny_onnx, 
 def test_export_to_trt_without_tensorrt_is_one_line_and_writes_nothing(tiny_onnx, tmp_path, d2_dir):
     out = tmp_path / "out"
     for args in (["--model", str(tiny_onnx)],
-                 ["--config", str(d2_dir / "shapes_r50" / "config.yaml"),
-                  "--weights", str(d2_dir / "shapes_r50" / "model_final.pkl")]):
+                 ["--config", str(DEMO_DATA / "shapes_r50" / "config.yaml"),
+                  "--weights", str(DEMO_DATA / "shapes_r50" / "model_final.pkl")]):
         result = runner.invoke(app, ["export", "--to", "trt", *args, "--out", str(out / "model.engine"), "--fp16"])
         assert result.exit_code == 2, result.output
         lines = [line for line in result.output.splitlines() if line.strip()]
@@ -586,15 +639,58 @@ def test_export_to_trt_flag_errors_come_before_tensorrt(tiny_onnx, tmp_path):
 
 
 def test_export_to_onnx_rejects_trt_only_flags(tmp_path, d2_dir):
-    result = runner.invoke(app, ["export", "--to", "onnx", "--weights", str(d2_dir / "shapes_r50" / "model_final.pkl"),
+    weights = DEMO_DATA / "shapes_r50" / "model_final.pkl"
+    result = runner.invoke(app, ["export", "--to", "onnx", "--weights", str(weights),
                                  "--out", str(tmp_path / "m.onnx"), "--fp16"])
     assert result.exit_code == 2 and "--fp16 only apply to --to trt" in result.output
+
+
+def _engine_with_sidecar(tmp_path: Path, tiny_onnx: Path) -> Path:
+    """An engine file (not a real one) with the sidecar our export writes, from the tiny ONNX's metadata."""
+    meta = read_model_file(tiny_onnx).require_metadata()
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"serialized engine")
+    write_sidecar(engine, build_sidecar(meta, engine_sha256=hashlib.sha256(b"serialized engine").hexdigest(),
+                                        tensorrt_version="10.3.0", device=DeviceInfo("NVIDIA L4", "8.9"),
+                                        precision="fp16", builder_flags=["FP16"], int8_mode=None, profiles={},
+                                        plugin_library=None, plugin_required=False, source_onnx=str(tiny_onnx),
+                                        workspace_bytes=None))
+    return engine
+
+
+def test_one_reader_for_onnx_and_engine_metadata(tiny_onnx, tmp_path):
+    engine = _engine_with_sidecar(tmp_path, tiny_onnx)
+    onnx_file, engine_file = read_model_file(tiny_onnx), read_model_file(engine)
+    assert (onnx_file.format, engine_file.format) == ("onnx", "engine")
+    assert engine_file.metadata["class_names"] == onnx_file.metadata["class_names"]
+    assert engine_file.metadata["config"] == onnx_file.metadata["config"]  # the architecture, for FLOPs
+    assert (onnx_file.precision, engine_file.precision) == ("fp32", "fp16")
+    assert onnx_file.graph is not None and engine_file.sidecar["tensorrt_version"] == "10.3.0"
+    sidecar_path(engine).unlink()
+    with pytest.raises(EngineMismatch, match="model.engine.json is missing"):
+        read_model_file(engine)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"serialized engine")
+    with pytest.raises(InstsegError, match="junk.onnx is not a readable ONNX model"):
+        read_model_file(junk)
+
+
+@pytest.mark.skipif(HAVE_TRT, reason="checks the failure on machines without TensorRT")
+def test_bench_on_an_engine_without_weights_reaches_the_tensorrt_check(tiny_onnx, tmp_path):
+    """`instseg bench --backend trt --model model.engine`: the engine's metadata comes from its sidecar
+    (FLOPs, labels), so the run gets as far as TensorRT instead of reading the engine as ONNX."""
+    engine = _engine_with_sidecar(tmp_path, tiny_onnx)
+    result = runner.invoke(app, ["bench", "--backend", "trt", "--model", str(engine), "--iters", "1",
+                                 "--warmup", "0", "--threads", "1"])
+    assert result.exit_code != 0
+    assert "TensorRT is not installed" in result.output, result.output
+    assert "not a readable ONNX model" not in result.output
 
 
 def test_backend_trt_in_predict_refuses_an_engine_without_sidecar(tmp_path, d2_dir):
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"not an engine")
-    result = runner.invoke(app, ["predict", str(d2_dir / "shapes_val" / "images"), "--backend", "trt",
+    result = runner.invoke(app, ["predict", str(DEMO_DATA / "shapes_val" / "images"), "--backend", "trt",
                                  "--model", str(engine), "--out", str(tmp_path / "pred")])
     assert result.exit_code == 2 and "model.engine.json is missing" in result.output, result.output
     assert not (tmp_path / "pred").exists()
@@ -660,7 +756,7 @@ def test_doctor_command_on_this_machine():
 
 
 def test_tensorrt_ep_options_cache_engines_and_cover_every_input_size(tmp_path, monkeypatch):
-    from instseg_deploy.backends.ort_backend import tensorrt_ep_options
+    from instseg_deploy.runtime.ort import tensorrt_ep_options
 
     monkeypatch.setenv("INSTSEG_DEPLOY_CACHE", str(tmp_path))
     options = tensorrt_ep_options(meta_for(), ["images", "image_sizes"], fp16=True)
@@ -675,7 +771,7 @@ def test_ort_session_gets_the_tensorrt_ep_options(tiny_onnx, monkeypatch):
     """ONNX Runtime itself is replaced here: what load_ort_runner passes as providers."""
     import onnxruntime
 
-    from instseg_deploy.backends import ort_backend
+    from instseg_deploy.runtime import ort as ort_backend
 
     seen = {}
 
@@ -717,8 +813,6 @@ def _plugin_library_or_skip() -> Path:
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory, exported_onnx, d2_dir):
     """Engines of the fixture model, built on first use: {(variant, precision): path}."""
-    from instseg_deploy.cli.export_trt import export_trt_command
-
     out = tmp_path_factory.mktemp("engines")
     built: dict[tuple[str, str], Path] = {}
 
@@ -728,10 +822,10 @@ def engines(tmp_path_factory, exported_onnx, d2_dir):
             plugin = _plugin_library_or_skip() if variant == "plugin" else None
             path = out / f"{variant}_{precision}.engine"
             flags = {"fp32": {}, "fp16": {"fp16": True},
-                     "int8-calib": {"int8": True, "calib": d2_dir / "shapes_val" / "images"}}[precision]
+                     "int8-calib": {"int8": True, "calib": DEMO_DATA / "shapes_val" / "images"}}[precision]
             # default sizes from the model's preprocessing (short side 320, long side <= 512)
-            export_trt_command(path, model=exported_onnx[variant], batch="1:1:2", plugin_lib=plugin,
-                               timing_cache=out / "timing.cache", **flags)
+            export_trt_engine(TrtExportRequest(path, model=exported_onnx[variant], batch="1:1:2", plugin_lib=plugin,
+                                               timing_cache=out / "timing.cache", **flags))
             built[key] = path
         return built[key]
 
@@ -741,7 +835,7 @@ def engines(tmp_path_factory, exported_onnx, d2_dir):
 @pytest.fixture(scope="module")
 def ort_reference(exported_onnx, d2_dir):
     """ONNX Runtime (CPU) on the standard-op graph: predictions on the golden images and AP."""
-    from instseg_deploy.loading import load_predictor
+    from instseg_deploy.runtime.factory import load_predictor
 
     predictor = load_predictor("ort", model=exported_onnx["raw"])
     return predictor, _ap(predictor, d2_dir)
@@ -749,19 +843,15 @@ def ort_reference(exported_onnx, d2_dir):
 
 def _ap(predictor, d2_dir) -> dict[str, float]:
     from instseg_deploy.data.coco import load_coco_dataset
-    from instseg_deploy.evaluation.coco_eval import evaluate, load_ground_truth
-    from instseg_deploy.evaluation.inference import predict_dataset
+    from instseg_deploy.evaluation.dataset_ap import dataset_ap
 
-    annotations = d2_dir / "shapes_val" / "annotations.json"
-    dataset = load_coco_dataset(d2_dir / "shapes_val" / "images", annotations)
-    results = predict_dataset(predictor, dataset, dataset.images)
-    gt = load_ground_truth(annotations)
-    return {t: evaluate(gt, results, t).metrics()["AP"] for t in ("bbox", "segm")}
+    dataset = load_coco_dataset(DEMO_DATA / "shapes_val" / "images", DEMO_DATA / "shapes_val" / "annotations.json")
+    return dataset_ap(predictor, dataset).ap()
 
 
 def _trt_predictor(engine: Path, cuda_graph: bool = False):
-    from instseg_deploy.backends.trt_backend import load_trt_runner
-    from instseg_deploy.loading import exported_model_predictor
+    from instseg_deploy.runtime.factory import exported_model_predictor
+    from instseg_deploy.runtime.trt.runner import load_trt_runner
 
     return exported_model_predictor(load_trt_runner(engine, cuda_graph=cuda_graph), engine, None)
 
@@ -772,7 +862,7 @@ def test_fp32_engine_matches_onnx_runtime(engines, ort_reference, variant):
     import cv2
 
     from golden import golden_images
-    from instseg_deploy.parity import match_detections
+    from instseg_deploy.evaluation.parity import match_detections
 
     reference, _ = ort_reference
     predictor = _trt_predictor(engines(variant, "fp32"))
@@ -805,15 +895,14 @@ def test_int8_calibrated_engine_ap_within_0_5_of_onnx_runtime(engines, ort_refer
 @needs_trt_and_gpu
 def test_int8_qdq_engine_ap_within_0_5_of_onnx_runtime(exported_onnx, ort_reference, d2_dir, tmp_path):
     """Explicit INT8: the Q/DQ model `instseg quantize` writes, built with --fp16 (INT8 implied)."""
-    from instseg_deploy.cli.export_trt import export_trt_command
-    from instseg_deploy.quantize.calibration import calibration_images
+    from instseg_deploy.data.calibration import calibration_images
     from instseg_deploy.quantize.qdq import quantize_int8
 
     qdq = tmp_path / "model.int8.onnx"
-    quantize_int8(exported_onnx["raw"], qdq, calibration_images(images=d2_dir / "shapes_val" / "images",
+    quantize_int8(exported_onnx["raw"], qdq, calibration_images(images=DEMO_DATA / "shapes_val" / "images",
                                                                  num_images=32))
     engine = tmp_path / "model.int8.engine"
-    export_trt_command(engine, model=qdq, fp16=True, batch="1:1:2")
+    export_trt_engine(TrtExportRequest(engine, model=qdq, fp16=True, batch="1:1:2"))
     sidecar = read_sidecar(engine)
     assert sidecar["int8_mode"] == "explicit" and sidecar["builder_flags"] == ["INT8", "FP16"]
     _, reference_ap = ort_reference
@@ -848,7 +937,7 @@ def test_batches_and_cuda_graph_request(engines, ort_reference):
     import cv2
 
     from golden import golden_images
-    from instseg_deploy.parity import match_detections
+    from instseg_deploy.evaluation.parity import match_detections
 
     reference, _ = ort_reference
     images = [cv2.imread(str(golden_images()[i][1])) for i in (0, 15)]

@@ -178,8 +178,8 @@ void print_timing(instseg::Predictor& predictor, const instseg::Image& image, co
     medians += number;
     lists += std::string(k ? ", " : "") + "\"" + names[k] + "\": " + json_list(samples[k]);
   }
-  std::printf("{\"image\": \"%s\", \"runs\": %d, \"median_ms\": {%s}, \"samples_ms\": {%s}}\n", json_escape(path).c_str(), repeat,
-              medians.c_str(), lists.c_str());
+  std::printf("{\"image\": \"%s\", \"runs\": %d, \"median_ms\": {%s}, \"samples_ms\": {%s}}\n",
+              json_escape(path).c_str(), repeat, medians.c_str(), lists.c_str());
   std::fflush(stdout);
 }
 
@@ -216,7 +216,8 @@ int run(const Args& args) {
     instances += result.instances.items.size();
     results.push_back(std::move(result));
   }
-  write_text_atomically((std::filesystem::path(args.out) / "results.json").string(), instseg::coco_results_json(results));
+  write_text_atomically((std::filesystem::path(args.out) / "results.json").string(),
+                        instseg::coco_results_json(results));
   std::fprintf(stderr, "%zu image(s), %zu instance(s) -> %s (%s)\n", results.size(), instances, args.out.c_str(),
                predictor.backend().name().c_str());
   if (!failures.empty()) {

@@ -2,7 +2,8 @@
 # Installs what cpp/ builds with, from the package registries this project uses; idempotent and quiet.
 #
 #   Debian:  cmake, g++, libjpeg-turbo (decodes JPEG pixel-identically to the Python side's cv2),
-#            libpng, nlohmann-json (metadata and COCO JSON).
+#            libpng, nlohmann-json (metadata and COCO JSON), libssl-dev (OpenSSL's SHA-256 for the
+#            engine check).
 #   PyPI:    the onnxruntime wheel (a project dependency) ships libonnxruntime.so.1.x in capi/;
 #            it is linked here under the usual names.
 #   npm:     ONNX Runtime's official C/C++ headers, from the unmodified onnxruntime.xcframework that
@@ -22,7 +23,7 @@ say() { echo "install_deps: $*" >&2; }
 
 # --- Debian packages (only the missing ones; apt-get update once, when something is missing) ---
 missing=()
-for pkg in cmake g++ make pkg-config libjpeg62-turbo-dev libpng-dev nlohmann-json3-dev; do
+for pkg in cmake g++ make pkg-config libjpeg62-turbo-dev libpng-dev nlohmann-json3-dev libssl-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if ((${#missing[@]})); then

@@ -28,7 +28,8 @@ std::unique_ptr<Backend> open_backend(const std::string& model_path, const Backe
 #ifdef INSTSEG_WITH_TENSORRT
     return open_trt_backend(model_path, options);
 #else
-    throw Error(model_path + " is a TensorRT engine, but this build has no TensorRT backend "
+    throw Error(model_path +
+                " is a TensorRT engine, but this build has no TensorRT backend "
                 "(configure cpp/ with -DTENSORRT_ROOT=/path/to/TensorRT-10 on a machine with CUDA)");
 #endif
   }

@@ -14,8 +14,8 @@
 #include <iterator>
 #include <memory>
 
-#include <jpeglib.h>
 #include <jerror.h>
+#include <jpeglib.h>
 #include <png.h>
 
 #include "instseg/error.h"
@@ -64,8 +64,9 @@ int exif_orientation(const uint8_t* data, size_t size) {
     return little ? tiff[at] | (tiff[at + 1] << 8) : (tiff[at] << 8) | tiff[at + 1];
   };
   auto u32 = [&](size_t at) -> size_t {
-    return little ? size_t(tiff[at]) | size_t(tiff[at + 1]) << 8 | size_t(tiff[at + 2]) << 16 | size_t(tiff[at + 3]) << 24
-                  : size_t(tiff[at]) << 24 | size_t(tiff[at + 1]) << 16 | size_t(tiff[at + 2]) << 8 | size_t(tiff[at + 3]);
+    return little
+               ? size_t(tiff[at]) | size_t(tiff[at + 1]) << 8 | size_t(tiff[at + 2]) << 16 | size_t(tiff[at + 3]) << 24
+               : size_t(tiff[at]) << 24 | size_t(tiff[at + 1]) << 16 | size_t(tiff[at + 2]) << 8 | size_t(tiff[at + 3]);
   };
   const size_t ifd = u32(4);
   if (ifd + 2 > n) return 1;
@@ -88,6 +89,8 @@ Image apply_orientation(const Image& in, int orientation) {
   for (int y = 0; y < out.height; ++y) {
     for (int x = 0; x < out.width; ++x) {
       int sx = x, sy = y;  // source pixel of output (x, y)
+      // One EXIF orientation per line reads as the table it is.
+      // clang-format off
       switch (orientation) {
         case 2: sx = in.width - 1 - x; break;                               // mirror horizontally
         case 3: sx = in.width - 1 - x; sy = in.height - 1 - y; break;       // rotate 180
@@ -98,6 +101,7 @@ Image apply_orientation(const Image& in, int orientation) {
         case 8: sx = in.width - 1 - y; sy = x; break;                       // rotate 90 counter-clockwise
         default: break;
       }
+      // clang-format on
       std::memcpy(out.row(y) + 3 * x, in.row(sy) + 3 * sx, 3);
     }
   }
@@ -212,7 +216,9 @@ Image decode_png(const uint8_t* data, size_t size, const std::string& name) {
   return std::move(*image);
 }
 
-bool is_jpeg(const uint8_t* data, size_t size) { return size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF; }
+bool is_jpeg(const uint8_t* data, size_t size) {
+  return size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF;
+}
 bool is_png(const uint8_t* data, size_t size) { return size >= 8 && png_sig_cmp(data, 0, 8) == 0; }
 
 // ---------------------------------------------------------------- PNG writing
@@ -242,7 +248,8 @@ void write_png_file(const std::string& path, const Image& bgr) {
   }
   state->file = std::fopen(path.c_str(), "wb");
   if (state->file == nullptr) throw Error("cannot write " + path + ": " + std::strerror(errno));
-  state->png = png_create_write_struct(PNG_LIBPNG_VER_STRING, state.get(), png_write_error_handler, png_warning_handler);
+  state->png =
+      png_create_write_struct(PNG_LIBPNG_VER_STRING, state.get(), png_write_error_handler, png_warning_handler);
   if (state->png == nullptr) throw Error("cannot write " + path + " (libpng could not start)");
   state->info = png_create_info_struct(state->png);
   if (state->info == nullptr) throw Error("cannot write " + path + " (libpng could not start)");
@@ -271,8 +278,8 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name) {
     throw Error("cannot decode image " + name + " (not a JPEG or PNG file)");
   }
   if (image.height < 2 || image.width < 2) {
-    throw Error("image " + name + " is too small (" + std::to_string(image.width) + "x" +
-                std::to_string(image.height) + ")");
+    throw Error("image " + name + " is too small (" + std::to_string(image.width) + "x" + std::to_string(image.height) +
+                ")");
   }
   return image;
 }

@@ -1,4 +1,4 @@
-// Parsing the "instseg" metadata JSON (instseg_deploy/export/metadata.py writes it).
+// Parsing the "instseg" metadata JSON (instseg_deploy/model_file/metadata.py writes it).
 #include "instseg/metadata.h"
 
 #include <fstream>
@@ -99,7 +99,8 @@ EngineSidecar read_engine_sidecar(const std::string& engine_path) {
   const std::string path = engine_path + ".json";
   std::ifstream in(path);
   if (!in) {
-    throw Error(path + " is missing next to " + engine_path + ": TensorRT engines need the sidecar written by "
+    throw Error(path + " is missing next to " + engine_path +
+                ": TensorRT engines need the sidecar written by "
                 "`instseg export --to trt` (rebuild the engine with it)");
   }
   std::stringstream text;
@@ -122,6 +123,7 @@ EngineSidecar read_engine_sidecar(const std::string& engine_path) {
     const json plugin = doc.value("plugin_library", json::object());
     sidecar.plugin_required = plugin.value("required", false);
     if (plugin.contains("path") && plugin["path"].is_string()) sidecar.plugin_path = plugin["path"].get<std::string>();
+    if (doc.contains("engine_sha256") && doc["engine_sha256"].is_string()) sidecar.engine_sha256 = doc["engine_sha256"];
     return sidecar;
   } catch (const json::exception& e) {
     throw Error(path + ": malformed engine sidecar (" + e.what() + ")");

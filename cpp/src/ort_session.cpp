@@ -13,6 +13,7 @@
 #undef ORT_API_MANUAL_INIT
 
 #include "instseg/error.h"
+#include "instseg/roi_align_contract.h"
 
 namespace instseg {
 namespace {
@@ -65,8 +66,9 @@ class OrtBackend final : public Backend {
       session_ = Ort::Session(env_, path.c_str(), settings);
     } catch (const Ort::Exception& e) {
       const std::string reason = e.what();
-      if (reason.find("InstsegMultilevelRoIAlign") != std::string::npos) {
-        throw Error(path + " is plugin-flavoured (its RoIAlign node runs under TensorRT): export with "
+      if (reason.find(roi_align_contract::kOpType) != std::string::npos) {
+        throw Error(path +
+                    " is plugin-flavoured (its RoIAlign node runs under TensorRT): export with "
                     "`--roi-align onnx` for ONNX Runtime");
       }
       throw Error("ONNX Runtime cannot load " + path + ": " + first_line(reason));
@@ -110,7 +112,8 @@ class OrtBackend final : public Backend {
       } else if (name == "image_sizes") {
         inputs.push_back(Ort::Value::CreateTensor<int64_t>(cpu, image_sizes, batch.image_sizes.size(), size_shape, 2));
       } else if (name == "original_sizes") {
-        inputs.push_back(Ort::Value::CreateTensor<int64_t>(cpu, original_sizes, batch.original_sizes.size(), size_shape, 2));
+        inputs.push_back(
+            Ort::Value::CreateTensor<int64_t>(cpu, original_sizes, batch.original_sizes.size(), size_shape, 2));
       } else {
         throw Error("model input \"" + name + "\" is not one an instseg export has");
       }

@@ -23,12 +23,25 @@ Color class_color(int64_t index) {
   const double h = hue / 60.0;
   const double x = c * (1.0 - std::fabs(std::fmod(h, 2.0) - 1.0));
   double r = 0, g = 0, b = 0;
-  if (h < 1) { r = c; g = x; }
-  else if (h < 2) { r = x; g = c; }
-  else if (h < 3) { g = c; b = x; }
-  else if (h < 4) { g = x; b = c; }
-  else if (h < 5) { r = x; b = c; }
-  else { r = c; b = x; }
+  if (h < 1) {
+    r = c;
+    g = x;
+  } else if (h < 2) {
+    r = x;
+    g = c;
+  } else if (h < 3) {
+    g = c;
+    b = x;
+  } else if (h < 4) {
+    g = x;
+    b = c;
+  } else if (h < 5) {
+    r = x;
+    b = c;
+  } else {
+    r = c;
+    b = x;
+  }
   const double m = v - c;
   auto u8 = [](double value) { return static_cast<uint8_t>(std::lround(std::clamp(value, 0.0, 255.0))); };
   return {u8(b + m), u8(g + m), u8(r + m)};
@@ -72,7 +85,8 @@ void draw_mask(Image& canvas, const std::vector<uint8_t>& mask, const Color& col
   auto on = [&](int x, int y) { return x >= 0 && y >= 0 && x < w && y < h && mask[static_cast<size_t>(y) * w + x]; };
   for (int y = 0; y < h; ++y) {
     for (int x = 0; x < w; ++x) {
-      if (on(x, y) && (!on(x - 1, y) || !on(x + 1, y) || !on(x, y - 1) || !on(x, y + 1))) set_pixel(canvas, x, y, color);
+      if (on(x, y) && (!on(x - 1, y) || !on(x + 1, y) || !on(x, y - 1) || !on(x, y + 1)))
+        set_pixel(canvas, x, y, color);
     }
   }
 }

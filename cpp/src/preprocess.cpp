@@ -58,9 +58,9 @@ Batch make_batch(const std::vector<Image>& prepared, const std::vector<std::pair
   }
   if (fixed_height > 0) {
     if (fixed_height < h || fixed_width < w) {
-      throw Error("images need a " + std::to_string(h) + "x" + std::to_string(w) + " input but the model's fixed input size is " +
-                  std::to_string(fixed_height) + "x" + std::to_string(fixed_width) +
-                  "; export with --size dynamic or a larger --size");
+      throw Error("images need a " + std::to_string(h) + "x" + std::to_string(w) +
+                  " input but the model's fixed input size is " + std::to_string(fixed_height) + "x" +
+                  std::to_string(fixed_width) + "; export with --size dynamic or a larger --size");
     }
     h = fixed_height;
     w = fixed_width;

@@ -14,10 +14,10 @@ namespace {
 constexpr int kFractionBits = 32 - 8 - 2;  // headroom for 8-bit values times weights summing to ~1
 
 struct Taps {
-  int width = 0;                  // coefficients stored per output pixel
-  std::vector<int> first;         // first input index per output pixel
-  std::vector<int> count;         // number of inputs per output pixel
-  std::vector<int32_t> weights;   // (out_size, width), fixed point
+  int width = 0;                 // coefficients stored per output pixel
+  std::vector<int> first;        // first input index per output pixel
+  std::vector<int> count;        // number of inputs per output pixel
+  std::vector<int32_t> weights;  // (out_size, width), fixed point
 };
 
 double triangle(double x) {

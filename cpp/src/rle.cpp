@@ -33,7 +33,7 @@ std::string rle_counts_string(const std::vector<uint32_t>& counts) {
       int64_t chunk = value & 0x1f;  // 5 data bits per character
       value >>= 5;                   // arithmetic shift: negative values end at -1
       more = (chunk & 0x10) ? value != -1 : value != 0;
-      if (more) chunk |= 0x20;       // continuation bit
+      if (more) chunk |= 0x20;  // continuation bit
       out.push_back(static_cast<char>(chunk + 48));
     }
   }

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -22,6 +21,7 @@
 #include <cuda_runtime_api.h>
 
 #include "instseg/error.h"
+#include "instseg/sidecar_check.h"
 
 namespace instseg {
 namespace {
@@ -84,10 +84,13 @@ class OutputAllocator final : public nvinfer1::IOutputAllocator {
 
 size_t element_size(DataType type) {
   switch (type) {
-    case DataType::kFLOAT: case DataType::kINT32: return 4;
+    case DataType::kFLOAT:
+    case DataType::kINT32: return 4;
     case DataType::kHALF: return 2;
     case DataType::kINT64: return 8;
-    case DataType::kBOOL: case DataType::kUINT8: case DataType::kINT8: return 1;
+    case DataType::kBOOL:
+    case DataType::kUINT8:
+    case DataType::kINT8: return 1;
     default: throw Error("engine tensor has an element type this runtime does not read");
   }
 }
@@ -202,42 +205,17 @@ std::string find_plugin_library(const std::string& requested, const std::string&
   return "libinstseg_plugins.so";
 }
 
-// "10.3.0.26" -> 100300, TensorRT's NV_TENSORRT_VERSION_INT form (engines are tied to major.minor.patch).
-long version_number(const std::string& version) {
-  long parts[3] = {0, 0, 0};
-  size_t k = 0;
-  for (size_t i = 0; i < version.size() && k < 3;) {
-    if (std::isdigit(static_cast<unsigned char>(version[i]))) {
-      size_t end = i;
-      while (end < version.size() && std::isdigit(static_cast<unsigned char>(version[end]))) ++end;
-      parts[k++] = std::stol(version.substr(i, end - i));
-      i = end;
-    } else {
-      ++i;
-    }
-  }
-  return parts[0] * 10000L + parts[1] * 100L + parts[2];
-}
-
-// Refuses an engine this machine cannot run, before TensorRT sees it (as trt_sidecar.check_sidecar).
-void check_sidecar(const EngineSidecar& sidecar, const std::string& engine) {
-  const std::string rebuild = "rebuild it on this machine: instseg export --to trt --model <model.onnx> --out " + engine;
-  const long running = getInferLibVersion();
-  if (version_number(sidecar.tensorrt_version) != running) {
-    throw Error(engine + " was built with TensorRT " + sidecar.tensorrt_version + " but this is TensorRT " +
-                std::to_string(running / 10000) + "." + std::to_string(running / 100 % 100) + "." +
-                std::to_string(running % 100) + " (engines only run on the version that built them); " + rebuild);
-  }
+// The running TensorRT and GPU, as the sidecar check compares them.
+RunningPlatform running_platform() {
+  const long version = getInferLibVersion();  // NV_TENSORRT_VERSION form: major * 10000 + minor * 100 + patch
   int device = 0;
   cudaDeviceProp properties{};
   if (cudaGetDevice(&device) != cudaSuccess || cudaGetDeviceProperties(&properties, device) != cudaSuccess) {
     throw Error("no usable CUDA GPU: TensorRT engines need an NVIDIA GPU with its driver");
   }
-  const std::string capability = std::to_string(properties.major) + "." + std::to_string(properties.minor);
-  if (!sidecar.compute_capability.empty() && sidecar.compute_capability != capability) {
-    throw Error(engine + " was built for compute capability " + sidecar.compute_capability + " (" + sidecar.device_name +
-                ") but this GPU is " + capability + " (" + properties.name + "); " + rebuild);
-  }
+  return {
+      std::to_string(version / 10000) + "." + std::to_string(version / 100 % 100) + "." + std::to_string(version % 100),
+      properties.name, std::to_string(properties.major) + "." + std::to_string(properties.minor)};
 }
 
 // The batch grown to the engine profile's smallest shape where needed (as the Python runner's
@@ -298,7 +276,10 @@ class TrtBackend final : public Backend {
  public:
   TrtBackend(const std::string& path, const BackendOptions& options) {
     const EngineSidecar sidecar = read_engine_sidecar(path);
-    check_sidecar(sidecar, path);
+    // TensorRT version, compute capability and the engine's SHA-256, before TensorRT sees the file.
+    for (const std::string& warning : check_sidecar(sidecar, path, running_platform())) {
+      std::fprintf(stderr, "warning: %s\n", warning.c_str());
+    }
     meta_ = sidecar.metadata;
     runtime_.reset(nvinfer1::createInferRuntime(logger_));
     if (runtime_ == nullptr) throw Error("TensorRT could not create a runtime (is libnvinfer usable here?)");
@@ -312,8 +293,8 @@ class TrtBackend final : public Backend {
     const std::vector<char> blob = read_file(path);
     engine_.reset(runtime_->deserializeCudaEngine(blob.data(), blob.size()));
     if (engine_ == nullptr) {
-      throw Error("TensorRT cannot deserialize " + path + " (built by another TensorRT version or for another GPU?): " +
-                  logger_.last_error);
+      throw Error("TensorRT cannot deserialize " + path +
+                  " (built by another TensorRT version or for another GPU?): " + logger_.last_error);
     }
     stream_ = std::make_unique<CudaStream>();
     context_.reset(engine_->createExecutionContext());
@@ -337,9 +318,9 @@ class TrtBackend final : public Backend {
   const ModelMetadata& metadata() const override { return meta_; }
 
   RawDetections run(const Batch& request) override {
-    const Batch batch = fit_to_profile(request, engine_->getProfileShape("images", 0, nvinfer1::OptProfileSelector::kMIN),
-                                       engine_->getProfileShape("images", 0, nvinfer1::OptProfileSelector::kMAX),
-                                       meta_.preprocess.pixel_mean);
+    const Batch batch = fit_to_profile(
+        request, engine_->getProfileShape("images", 0, nvinfer1::OptProfileSelector::kMIN),
+        engine_->getProfileShape("images", 0, nvinfer1::OptProfileSelector::kMAX), meta_.preprocess.pixel_mean);
     for (const std::string& name : inputs_) upload_input(name, batch);
     if (!context_->enqueueV3(stream_->get())) throw Error("TensorRT enqueueV3 failed: " + logger_.last_error);
     check_cuda(cudaStreamSynchronize(stream_->get()), "cudaStreamSynchronize");
@@ -352,7 +333,8 @@ class TrtBackend final : public Backend {
       const DataType type = engine_->getTensorDataType(name.c_str());
       std::vector<uint8_t> bytes(count * element_size(type));
       if (!bytes.empty()) {
-        check_cuda(cudaMemcpy(bytes.data(), allocator.buffer.get(), bytes.size(), cudaMemcpyDeviceToHost), "cudaMemcpy");
+        check_cuda(cudaMemcpy(bytes.data(), allocator.buffer.get(), bytes.size(), cudaMemcpyDeviceToHost),
+                   "cudaMemcpy");
       }
       if (name == "boxes") {
         raw.count = static_cast<int>(shape.d[0]);
@@ -386,7 +368,10 @@ class TrtBackend final : public Backend {
     const DataType type = engine_->getTensorDataType(name.c_str());
     if (name == "images") {
       dims.nbDims = 4;
-      dims.d[0] = batch.n; dims.d[1] = 3; dims.d[2] = batch.height; dims.d[3] = batch.width;
+      dims.d[0] = batch.n;
+      dims.d[1] = 3;
+      dims.d[2] = batch.height;
+      dims.d[3] = batch.width;
       if (type == DataType::kFLOAT) {
         host.resize(batch.images.size() * 4);
         std::memcpy(host.data(), batch.images.data(), host.size());
@@ -402,7 +387,8 @@ class TrtBackend final : public Backend {
     } else if (name == "image_sizes" || name == "original_sizes") {
       const std::vector<int64_t>& sizes = name == "image_sizes" ? batch.image_sizes : batch.original_sizes;
       dims.nbDims = 2;
-      dims.d[0] = batch.n; dims.d[1] = 2;
+      dims.d[0] = batch.n;
+      dims.d[1] = 2;
       if (type == DataType::kINT64) {
         host.resize(sizes.size() * 8);
         std::memcpy(host.data(), sizes.data(), host.size());
@@ -425,9 +411,11 @@ class TrtBackend final : public Backend {
     }
     void* device = input_buffers_[name].reserve(host.size());
     if (device == nullptr) throw Error("out of GPU memory for input \"" + name + "\"");
-    check_cuda(cudaMemcpyAsync(device, host.data(), host.size(), cudaMemcpyHostToDevice, stream_->get()), "cudaMemcpyAsync");
+    check_cuda(cudaMemcpyAsync(device, host.data(), host.size(), cudaMemcpyHostToDevice, stream_->get()),
+               "cudaMemcpyAsync");
     check_cuda(cudaStreamSynchronize(stream_->get()), "cudaStreamSynchronize");  // `host` goes out of scope next
-    if (!context_->setTensorAddress(name.c_str(), device)) throw Error("TensorRT refused the address of \"" + name + "\"");
+    if (!context_->setTensorAddress(name.c_str(), device))
+      throw Error("TensorRT refused the address of \"" + name + "\"");
   }
 
   // Declaration order is release order reversed: the context goes first, the logger last

@@ -16,11 +16,17 @@ import os
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from instseg_deploy.bench.stats import latency_stats
+from instseg_deploy.errors import InstsegError
+
+
+class RowError(InstsegError):
+    """A benchmark row's process failed: its model did not load, a run raised, or it stopped answering."""
 
 
 @dataclass(frozen=True)
@@ -47,13 +53,13 @@ class _RowSession:
         import torch
 
         from instseg_deploy.image_io import read_image
-        from instseg_deploy.loading import load_predictor
+        from instseg_deploy.runtime.factory import load_predictor
 
         torch.set_num_threads(spec.threads)
         self.spec, self.cuda = spec, spec.device.startswith("cuda")
         start = time.perf_counter()
-        self.predictor = load_predictor(spec.backend, spec.config, spec.weights, spec.model, device=spec.device,
-                                        threads=spec.threads)
+        self.predictor = load_predictor(spec.backend, config=spec.config, weights=spec.weights, model=spec.model,
+                                        device=spec.device, threads=spec.threads)
         self.startup_s = time.perf_counter() - start
         if spec.min_size:
             self.predictor.params = dataclasses.replace(self.predictor.params, min_size=spec.min_size,
@@ -119,7 +125,7 @@ def _serve(spec: RowSpec, first: int, conn) -> None:
                 return
             conn.send(("samples", session.measure(iters)))
     except BaseException as e:  # report any failure to the parent instead of dying silently
-        conn.send(("error", f"{type(e).__name__}: {e}"))
+        conn.send(("error", str(e) if isinstance(e, InstsegError) else f"{type(e).__name__}: {e}"))
 
 
 class RowProcess:
@@ -147,18 +153,17 @@ class RowProcess:
 
     def _expect(self, kind: str):
         try:
-            if not self.conn.poll(self.timeout_s):
-                raise RuntimeError(f"no answer in {self.timeout_s:.0f} s")
-            status, payload = self.conn.recv()
+            if self.conn.poll(self.timeout_s):
+                status, payload = self.conn.recv()
+            else:
+                status, payload = "error", f"no answer in {self.timeout_s:.0f} s"
         except EOFError:
             self.process.join(5)
             status, payload = "error", f"the row's process died (exit code {self.process.exitcode})"
-        except RuntimeError as e:
-            status, payload = "error", str(e)
         if status != kind:
             self.kill()
-            raise RuntimeError(f"{self.spec.label} (batch {self.spec.batch}, {self.spec.threads} threads): "
-                               f"{payload}")
+            raise RowError(f"benchmark row {self.spec.label} (batch {self.spec.batch}, {self.spec.threads} threads): "
+                           f"{payload}")
         return payload
 
     def _ask(self, command: str, iters: int | None, answer: str):

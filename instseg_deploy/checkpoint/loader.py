@@ -73,7 +73,8 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict of weights, found {type(obj).__name__}")
     if "blobs" in obj and "model" not in obj:
-        raise CheckpointError(f"{path}: a Caffe2-format (Detectron1 'blobs') file; convert it to detectron2 names first")
+        raise CheckpointError(f"{path}: a Caffe2-format (Detectron1 'blobs') file; "
+                              "convert it to detectron2 names first")
     model = obj.get("model", obj)
     if not isinstance(model, dict) or not model:
         raise CheckpointError(f"{path}: no model weights found (expected a 'model' dict)")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -14,16 +17,41 @@ from instseg_deploy.errors import InstsegError
 
 console = Console(stderr=True)
 
-ConfigOption = typer.Option(None, "--config", "-c", help="detectron2 config YAML (full dump or model-zoo file with _BASE_).",
-                            show_default=False)
+
+def configure_logging() -> None:
+    """Library warnings (``logging``: TensorRT's log, cache notes) on the same stderr console, once."""
+    from rich.logging import RichHandler
+
+    root = logging.getLogger("instseg_deploy")
+    if not any(isinstance(h, RichHandler) for h in root.handlers):
+        root.addHandler(RichHandler(console=console, show_time=False, show_path=False, markup=False))
+        root.setLevel(logging.WARNING)
+
+ConfigOption = typer.Option(None, "--config", "-c", show_default=False,
+                            help="detectron2 config YAML (full dump or model-zoo file with _BASE_).")
 WeightsOption = typer.Option(None, "--weights", "-w", help="Checkpoint: detectron2 .pkl/.pth or an instseg .pth.",
                              show_default=False)
 
 
-BackendOption = typer.Option("torch", "--backend", "-b", help="torch (config + weights), ort (exported .onnx) or trt (.engine from export --to trt).")
-ModelOption = typer.Option(None, "--model", "-m", help="Exported model: .onnx for ort, .engine for trt.", show_default=False)
+BackendOption = typer.Option("torch", "--backend", "-b", help="torch (config + weights), ort (exported .onnx) or trt "
+                             "(.engine from export --to trt).")
+ModelOption = typer.Option(None, "--model", "-m", help="Exported model: .onnx for ort, .engine for trt.",
+                           show_default=False)
 ProvidersOption = typer.Option("cpu", "--providers", help="ONNX Runtime providers in priority order: cpu, cuda, trt.")
 ThreadsOption = typer.Option(0, "--threads", help="Intra-op threads for ONNX Runtime (0 = its default).")
+
+
+# A dataset is --images with --annotations, or --coco-root; data.coco.dataset_paths makes the choice.
+def images_option(help: str = "Folder with the dataset's images."):
+    return typer.Option(None, "--images", help=help, show_default=False)
+
+
+def annotations_option(help: str = "COCO instances JSON (ground truth)."):
+    return typer.Option(None, "--annotations", help=help, show_default=False)
+
+
+def coco_root_option(help: str = "COCO 2017 layout: val2017/ + annotations/."):
+    return typer.Option(None, "--coco-root", help=help, show_default=False)
 
 
 def providers_list(providers: str) -> tuple[str, ...]:
@@ -46,7 +74,7 @@ def user_errors(func):
             fail(str(e))
         except KeyboardInterrupt:
             console.print("interrupted")
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
     return wrapper
 
 
@@ -63,6 +91,20 @@ def progress_bar(unit: str = "img") -> Progress:
         console=console,
         transient=False,
     )
+
+
+@contextlib.contextmanager
+def image_progress(label: str, total: int):
+    """A progress bar over ``total`` images; yields the per-image callback that advances it."""
+    start = time.perf_counter()
+    with progress_bar() as progress:
+        task = progress.add_task(label, total=total, rate="")
+
+        def on_image() -> None:
+            done = progress.tasks[task].completed + 1
+            progress.update(task, advance=1, rate=rate_text(int(done), time.perf_counter() - start))
+
+        yield on_image
 
 
 def rate_text(done: int, elapsed: float, unit: str = "img") -> str:

@@ -11,7 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from instseg_deploy.cli.common import console, user_errors
+from instseg_deploy.cli.common import console, image_progress, user_errors
+from instseg_deploy.demo_data import DEMO_DATA
 from instseg_deploy.errors import InstsegError
 
 EXAMPLES = """
@@ -21,9 +22,6 @@ Examples:
 
   instseg demo --out demo_synth --synth 60 --config my/config.yaml --weights my/model_final.pth
 """
-
-# The detectron2-trained example model and its generated shapes set, bundled with the repository.
-BUNDLED = Path(__file__).resolve().parents[2] / "tests" / "data" / "detectron2"
 
 
 def _step(n: int, text: str) -> None:
@@ -44,18 +42,18 @@ def demo(
     """Dataset -> model -> ONNX export -> COCO AP torch vs ONNX Runtime -> speed table, all in --out."""
     from instseg_deploy.atomic import write_json
     from instseg_deploy.bench.report import markdown, plot, rich_table
-    from instseg_deploy.cli.bench import run_bench
-    from instseg_deploy.cli.evaluate import evaluate_predictor
+    from instseg_deploy.bench.run import BenchRequest, run_bench
     from instseg_deploy.data.coco import load_coco_dataset
+    from instseg_deploy.evaluation.dataset_ap import dataset_ap
     from instseg_deploy.export.onnx_export import export_onnx
-    from instseg_deploy.loading import load_predictor
-    from instseg_deploy.model_files import load_model
+    from instseg_deploy.runtime.factory import load_predictor
+    from instseg_deploy.runtime.torch_model import load_model
 
     start = time.perf_counter()
     if config is not None and weights is None:
         raise InstsegError("--config needs --weights")
     if weights is None:
-        config, weights = BUNDLED / "shapes_r50" / "config.yaml", BUNDLED / "shapes_r50" / "model_final.pkl"
+        config, weights = DEMO_DATA / "shapes_r50" / "config.yaml", DEMO_DATA / "shapes_r50" / "model_final.pkl"
         if not weights.is_file():
             raise InstsegError(f"the bundled example model is missing ({weights}); run from a clone of the "
                                "repository or pass --config/--weights")
@@ -70,7 +68,7 @@ def demo(
             generate(data_dir, synth, seed=0)
         images, annotations = data_dir / "images", data_dir / "annotations.json"
     else:
-        images, annotations = BUNDLED / "shapes_val" / "images", BUNDLED / "shapes_val" / "annotations.json"
+        images, annotations = DEMO_DATA / "shapes_val" / "images", DEMO_DATA / "shapes_val" / "annotations.json"
     dataset = load_coco_dataset(images, annotations)
     console.print(f"{len(dataset.images)} images, classes: {', '.join(dataset.class_names)}")
 
@@ -90,10 +88,10 @@ def demo(
     metrics = {}
     for backend, kwargs in (("torch", {"config": config, "weights": weights}), ("ort", {"model": report.path})):
         predictor = load_predictor(backend, **kwargs)
-        results, detections = evaluate_predictor(predictor, dataset, dataset.images, "faster-coco-eval",
-                                                 f"eval {backend}")
-        metrics[backend] = {t: r.metrics() for t, r in results.items()}
-        write_json(out / f"detections_{backend}.json", detections)
+        with image_progress(f"eval {backend}", len(dataset.images)) as on_image:
+            scored = dataset_ap(predictor, dataset, evaluator="faster-coco-eval", on_image=on_image)
+        metrics[backend] = {t: r.metrics() for t, r in scored.results.items()}
+        write_json(out / f"detections_{backend}.json", scored.detections)
     write_json(out / "metrics.json", metrics)
     table = Table(title="COCO AP (%), same checkpoint")
     for col in ("backend", "bbox AP", "bbox AP50", "segm AP", "segm AP50"):
@@ -104,8 +102,10 @@ def demo(
     Console().print(table)
 
     _step(5, "speed")
-    result = run_bench(["torch", "ort"], config, weights, [report.path], images, None, [1], [_cores()], 1,
-                       bench_iters)
+    request = BenchRequest(backends=("torch", "ort"), config=config, weights=weights, models=(report.path,),
+                           images=images, batches=(1,), thread_counts=(_cores(),), warmup=1, iters=bench_iters)
+    with console.status("measuring") as status:
+        result = run_bench(request, on_message=status.update)
     write_json(out / "bench.json", result)
     (out / "bench.md").write_text(markdown(result), encoding="utf-8")
     plot(result, out / "bench.png")

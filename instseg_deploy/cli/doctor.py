@@ -53,7 +53,7 @@ class BackendStatus:
 
 
 def probe_environment() -> Environment:
-    from instseg_deploy.backends.trt_plugin_lib import describe_plugin_library
+    from instseg_deploy.runtime.trt.plugin_library import describe_plugin_library
 
     torch_version = torch_cuda = None
     gpus: list[str] = []
@@ -94,7 +94,7 @@ def _no_gpu(env: Environment) -> str:
 
 def backend_statuses(env: Environment) -> list[BackendStatus]:
     """One row per backend (and the TensorRT plugin library), in the order `instseg doctor` prints."""
-    from instseg_deploy.export.trt_sidecar import TRT_INSTALL
+    from instseg_deploy.runtime.trt.util import TRT_INSTALL
 
     rows = []
     if env.torch_version is None:
@@ -133,7 +133,7 @@ def backend_statuses(env: Environment) -> list[BackendStatus]:
     if env.plugin_library is not None:
         rows.append(BackendStatus("trt-plugin", True, f"plugin library {env.plugin_problem}"))
     else:
-        from instseg_deploy.backends.trt_plugin_lib import BUILD_COMMAND
+        from instseg_deploy.runtime.trt.plugin_library import BUILD_COMMAND
 
         rows.append(BackendStatus("trt-plugin", False, "plugin library libinstseg_plugins.so not built (needed for "
                                   "plugin-flavoured engines; --roi-align onnx engines run without it)", BUILD_COMMAND))

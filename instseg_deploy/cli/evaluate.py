@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -11,8 +11,21 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from instseg_deploy.cli.common import (BackendOption, ConfigOption, ModelOption, ProvidersOption, ThreadsOption,
-                                       WeightsOption, console, progress_bar, providers_list, rate_text, user_errors)
+from instseg_deploy.cli.common import (
+    BackendOption,
+    ConfigOption,
+    ModelOption,
+    ProvidersOption,
+    ThreadsOption,
+    WeightsOption,
+    annotations_option,
+    coco_root_option,
+    console,
+    image_progress,
+    images_option,
+    providers_list,
+    user_errors,
+)
 from instseg_deploy.errors import InstsegError
 
 EXAMPLES = """
@@ -24,7 +37,8 @@ Examples:
 
   instseg eval --predictions coco_instances_results.json --annotations instances_val2017.json
 
-  torchrun --nproc_per_node 2 -m instseg_deploy.cli.main eval --config config.yaml --weights model_final.pth --coco-root coco
+  torchrun --nproc_per_node 2 -m instseg_deploy.cli.main eval --config config.yaml --weights model_final.pth \\
+      --coco-root coco
 """
 
 
@@ -70,11 +84,9 @@ def evaluate(
     model: Optional[Path] = ModelOption,
     providers: str = ProvidersOption,
     threads: int = ThreadsOption,
-    images: Optional[Path] = typer.Option(None, "--images", help="Folder with the dataset's images.", show_default=False),
-    annotations: Optional[Path] = typer.Option(None, "--annotations", help="COCO instances JSON (ground truth).",
-                                               show_default=False),
-    coco_root: Optional[Path] = typer.Option(None, "--coco-root", help="COCO 2017 layout: val2017/ + annotations/.",
-                                             show_default=False),
+    images: Optional[Path] = images_option(),
+    annotations: Optional[Path] = annotations_option(),
+    coco_root: Optional[Path] = coco_root_option(),
     predictions: Optional[Path] = typer.Option(None, "--predictions", help="Evaluate this COCO results file instead "
                                                "of running a model.", show_default=False),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write metrics.json and detections.json here.",
@@ -84,7 +96,7 @@ def evaluate(
     device: str = typer.Option("cpu", "--device", help="torch device for --backend torch."),
 ) -> None:
     """COCO bbox and segm AP (detectron2's numbers) of a backend, or of an existing results file."""
-    from instseg_deploy.data.coco import check_results, coco_root_paths, read_json
+    from instseg_deploy.data.coco import check_results, dataset_paths, read_json
     from instseg_deploy.evaluation.coco_eval import evaluate as coco_evaluate
     from instseg_deploy.evaluation.coco_eval import iou_types_present, load_ground_truth
 
@@ -99,14 +111,10 @@ def evaluate(
         write_outputs(out, results, None)
         return
 
-    if coco_root is not None:
-        if images is not None or annotations is not None:
-            raise InstsegError("give either --coco-root or --images with --annotations, not both")
-        images, annotations = coco_root_paths(coco_root)
-    if images is None or annotations is None:
-        raise InstsegError("a dataset is needed: --images DIR --annotations FILE, or --coco-root DIR")
-    _evaluate_backend(backend, config, weights, model, providers_list(providers), threads, images, annotations, out,
-                      limit, evaluator, device)
+    images, annotations = dataset_paths(images, annotations, coco_root)
+    _evaluate_backend(_BackendRun(backend=backend, config=config, weights=weights, model=model,
+                                  providers=providers_list(providers), threads=threads, device=device, images=images,
+                                  annotations=annotations, limit=limit, evaluator=evaluator, out=out))
 
 
 def _checked_annotations(annotations: Path) -> Path:
@@ -118,55 +126,47 @@ def _checked_annotations(annotations: Path) -> Path:
     return annotations
 
 
-def _evaluate_backend(backend, config, weights, model, providers, threads, images, annotations, out, limit,
-                      evaluator, device) -> None:
-    from instseg_deploy.data.coco import load_coco_dataset
-    from instseg_deploy.evaluation.distributed import finish, init_from_env
-    from instseg_deploy.loading import load_predictor
+@dataclass(frozen=True, kw_only=True)
+class _BackendRun:
+    """An `instseg eval` of a backend: the predictor to load, the dataset, where the results go."""
 
-    dataset = load_coco_dataset(images, _checked_annotations(annotations))
-    records = dataset.images[:limit] if limit else dataset.images
+    backend: str
+    config: Optional[Path]
+    weights: Optional[Path]
+    model: Optional[Path]
+    providers: tuple[str, ...]
+    threads: int
+    device: str
+    images: Path
+    annotations: Path
+    limit: Optional[int]
+    evaluator: str
+    out: Optional[Path]
+
+
+def _evaluate_backend(run: _BackendRun) -> None:
+    from instseg_deploy.data.coco import load_coco_dataset
+    from instseg_deploy.distributed import finish, init_from_env
+    from instseg_deploy.evaluation.dataset_ap import dataset_ap
+    from instseg_deploy.evaluation.inference import shard
+    from instseg_deploy.runtime.factory import load_predictor
+
+    dataset = load_coco_dataset(run.images, _checked_annotations(run.annotations))
+    records = dataset.images[:run.limit] if run.limit else dataset.images
     # Ranks exchange only Python lists of detections: gloo carries them whatever the model's device.
     rank, world_size = init_from_env("gloo")
-    predictor = load_predictor(backend, config, weights, model, device=device, providers=providers, threads=threads)
-    results, detections = evaluate_predictor(predictor, dataset, records, evaluator, f"eval {backend}",
-                                             restrict=bool(limit), rank=rank, world_size=world_size)
+    predictor = load_predictor(run.backend, config=run.config, weights=run.weights, model=run.model,
+                               device=run.device, providers=run.providers, threads=run.threads)
+    label = f"eval {run.backend}" + (f" (rank {rank}/{world_size})" if world_size > 1 else "")
+    with image_progress(label, len(shard(records, rank, world_size))) as on_image:
+        scored = dataset_ap(predictor, dataset, records, evaluator=run.evaluator, rank=rank, world_size=world_size,
+                            on_image=on_image)
     if rank == 0:
-        print_tables(results, f"{backend} on {annotations.name} ({len(records)} images)")
-        write_outputs(out, results, detections)
-        console.print(f"{len(records)} images, {len(detections)} detections"
-                      + (f" -> {out}/metrics.json, detections.json" if out else ""))
+        print_tables(scored.results, f"{run.backend} on {run.annotations.name} ({len(records)} images)")
+        write_outputs(run.out, scored.results, scored.detections)
+        console.print(f"{len(records)} images, {len(scored.detections)} detections"
+                      + (f" -> {run.out}/metrics.json, detections.json" if run.out else ""))
     finish(world_size)
-
-
-def evaluate_predictor(predictor, dataset, records, evaluator: str, label: str, restrict: bool = False,
-                       rank: int = 0, world_size: int = 1):
-    """Predict this rank's share of ``records`` with a progress bar; on rank 0 return
-    ({iou type: EvalResult}, all detections), elsewhere (None, None)."""
-    from instseg_deploy.evaluation.coco_eval import evaluate as coco_evaluate
-    from instseg_deploy.evaluation.coco_eval import load_ground_truth
-    from instseg_deploy.evaluation.distributed import gather_lists
-    from instseg_deploy.evaluation.inference import predict_dataset, shard
-
-    mine = shard(records, rank, world_size)
-    start = time.perf_counter()
-    with progress_bar() as progress:
-        task = progress.add_task(label + (f" (rank {rank}/{world_size})" if world_size > 1 else ""), total=len(mine),
-                                 rate="")
-
-        def on_image():
-            done = progress.tasks[task].completed + 1
-            progress.update(task, advance=1, rate=rate_text(int(done), time.perf_counter() - start))
-
-        detections = predict_dataset(predictor, dataset, mine, on_image)
-    detections = gather_lists(detections, world_size)
-    if rank != 0:
-        return None, None
-    if not detections:
-        raise InstsegError("the model found no detections on this dataset; nothing to evaluate")
-    gt = load_ground_truth(dataset.annotations_path, evaluator)
-    ids = [r.id for r in records] if restrict else None
-    return {t: coco_evaluate(gt, detections, t, evaluator, ids) for t in ("bbox", "segm")}, detections
 
 
 def register(app: typer.Typer) -> None:

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from instseg_deploy.cli.common import ConfigOption, WeightsOption, console, user_errors
 from instseg_deploy.errors import InstsegError
+from instseg_deploy.ops.roi_align_contract import OP_TYPE
 
 EXAMPLES = """
 Examples:
@@ -17,11 +18,13 @@ Examples:
   instseg export --to onnx --config configs/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml \\
       --weights model_final_f10217.pkl --out model.onnx
 
-  instseg export --to onnx -c output/config.yaml -w output/model_final.pth --out fixed.onnx --batch 1 --size 1344x1344 --masks pasted
+  instseg export --to onnx -c output/config.yaml -w output/model_final.pth --out fixed.onnx \\
+      --batch 1 --size 1344x1344 --masks pasted
 
   instseg export --to trt --model model.onnx --out model.engine --fp16
 
-  instseg export --to trt -c config.yaml -w model_final.pth --out model.engine --batch 1:4:8 --size 320x320:800x1088:1344x1344
+  instseg export --to trt -c config.yaml -w model_final.pth --out model.engine \\
+      --batch 1:4:8 --size 320x320:800x1088:1344x1344
 
   instseg export --to trt --model model_int8.onnx --out model_int8.engine --fp16   (Q/DQ model from instseg quantize)
 
@@ -36,7 +39,8 @@ def export(
     weights: Optional[Path] = WeightsOption,
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="--to trt: build from this exported .onnx "
                                          "instead of --config/--weights.", show_default=False),
-    out: Path = typer.Option(..., "--out", "-o", help="Output file (.onnx, or .engine for --to trt).", show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Output file (.onnx, or .engine for --to trt).",
+                             show_default=False),
     opset: int = typer.Option(17, "--opset", help="ONNX opset (>= 16 for half-pixel RoiAlign)."),
     batch: str = typer.Option("dynamic", "--batch", help="'dynamic' or a fixed batch size; --to trt also MIN:OPT:MAX "
                                                          "(default 1:1:8)."),
@@ -46,10 +50,11 @@ def export(
                                                     "pasted: full-resolution masks inside the graph."),
     roi_align: Optional[str] = typer.Option(None, "--roi-align", help="onnx (default for --to onnx): standard RoiAlign "
                                             "ops per FPN level; plugin (default for --to trt): one "
-                                            "InstsegMultilevelRoIAlign node (TensorRT plugin).", show_default=False),
+                                            f"{OP_TYPE} node (TensorRT plugin).", show_default=False),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Simplify the graph with onnxslim."),
     fp16: bool = typer.Option(False, "--fp16", help="--to trt: let TensorRT use FP16 kernels."),
-    int8: bool = typer.Option(False, "--int8", help="--to trt: INT8, from a Q/DQ model (instseg quantize) or with --calib."),
+    int8: bool = typer.Option(False, "--int8", help="--to trt: INT8, from a Q/DQ model (instseg quantize) or with "
+                                                   "--calib."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="--to trt --int8: folder of calibration images for "
                                          "TensorRT's own (implicit, deprecated) calibration of a float model.",
                                          show_default=False),
@@ -69,13 +74,17 @@ def export(
 ) -> None:
     """Export the whole detector (backbone, RPN with NMS, ROI heads, masks) to ONNX."""
     from instseg_deploy.export.onnx_export import export_onnx, parse_batch, parse_size
-    from instseg_deploy.model_files import load_model
+    from instseg_deploy.runtime.torch_model import load_model
 
     if to == "trt":
-        from instseg_deploy.cli.export_trt import export_trt_command
+        from instseg_deploy.cli.export_trt import export_trt
+        from instseg_deploy.export.trt.engine_export import TrtExportRequest
 
-        export_trt_command(out, model, config, weights, fp16, int8, calib, batch, size, min_shape, opt_shape,
-                           max_shape, workspace, timing_cache, plugin_lib, opset, masks, roi_align)
+        export_trt(TrtExportRequest(
+            out=out, model=model, config=config, weights=weights, fp16=fp16, int8=int8, calib=calib, batch=batch,
+            size=size, min_shape=min_shape, opt_shape=opt_shape, max_shape=max_shape, workspace_gib=workspace,
+            timing_cache=timing_cache, plugin_lib=plugin_lib, opset=opset, masks=masks,
+            roi_align=roi_align or "plugin"))
         return
     if to != "onnx":
         raise InstsegError(f"--to {to!r} is not supported (available: onnx, trt)")

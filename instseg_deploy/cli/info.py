@@ -25,7 +25,7 @@ Examples:
 def info(config: Optional[Path] = ConfigOption, weights: Optional[Path] = WeightsOption) -> None:
     """Architecture summary, parameter count and classes of a model."""
     from instseg_deploy.checkpoint import read_checkpoint
-    from instseg_deploy.model_files import load_model
+    from instseg_deploy.runtime.torch_model import load_model
 
     if weights is None:
         raise InstsegError("--weights is required")
@@ -40,7 +40,8 @@ def info(config: Optional[Path] = ConfigOption, weights: Optional[Path] = Weight
                               f"width/group {m.resnet.width_per_group}, stride in 1x1 {m.resnet.stride_in_1x1}) + FPN "
                               f"{m.fpn.out_channels} ch ({m.fpn.fuse_type})")
     table.add_row("RPN", f"anchors {[s[0] for s in m.anchors.sizes]} x ratios {list(m.anchors.aspect_ratios[0])}, "
-                         f"pre/post NMS top-k {m.rpn.pre_nms_topk_test}/{m.rpn.post_nms_topk_test}, NMS {m.rpn.nms_thresh}")
+                         f"pre/post NMS top-k {m.rpn.pre_nms_topk_test}/{m.rpn.post_nms_topk_test}, "
+                         f"NMS {m.rpn.nms_thresh}")
     table.add_row("box head", f"{m.box_head.num_conv} conv + {m.box_head.num_fc} fc x {m.box_head.fc_dim}, "
                               f"pooler {m.box_head.pooler.resolution}x{m.box_head.pooler.resolution} "
                               f"{'ROIAlignV2' if m.box_head.pooler.aligned else 'ROIAlign'}")

@@ -6,6 +6,7 @@ import typer
 
 from instseg_deploy import __version__
 from instseg_deploy.cli import bench, data, demo, doctor, evaluate, export, info, predict, quantize, train
+from instseg_deploy.cli.common import configure_logging
 
 app = typer.Typer(
     name="instseg",
@@ -27,6 +28,7 @@ def _version(value: bool) -> None:
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="Show the version and exit.")) -> None:
     """Mask R-CNN from detectron2 checkpoints to fast deployment."""
+    configure_logging()
 
 
 for module in (demo, info, predict, evaluate, train, export, quantize, bench, data, doctor):

@@ -9,8 +9,19 @@ from typing import Optional
 import cv2
 import typer
 
-from instseg_deploy.cli.common import (BackendOption, ConfigOption, ModelOption, ProvidersOption, ThreadsOption,
-                                       WeightsOption, console, progress_bar, providers_list, rate_text, user_errors)
+from instseg_deploy.cli.common import (
+    BackendOption,
+    ConfigOption,
+    ModelOption,
+    ProvidersOption,
+    ThreadsOption,
+    WeightsOption,
+    console,
+    progress_bar,
+    providers_list,
+    rate_text,
+    user_errors,
+)
 from instseg_deploy.errors import ImageError, InstsegError
 
 EXAMPLES = """
@@ -45,7 +56,8 @@ def predict(
     model: Optional[Path] = ModelOption,
     providers: str = ProvidersOption,
     threads: int = ThreadsOption,
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder for overlays and results.json.", show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder for overlays and results.json.",
+                             show_default=False),
     score_thresh: float = typer.Option(0.5, "--score-thresh", help="Keep detections scoring at least this."),
     class_names: Optional[str] = typer.Option(None, "--class-names",
                                               help="Comma-separated names or a file with one per line."),
@@ -56,14 +68,14 @@ def predict(
     from instseg_deploy.class_names import parse_class_names
     from instseg_deploy.coco_format import instances_to_coco
     from instseg_deploy.image_io import list_images, read_image
-    from instseg_deploy.loading import load_predictor
+    from instseg_deploy.runtime.factory import load_predictor
     from instseg_deploy.visualize import draw_instances
 
     if not 0.0 <= score_thresh <= 1.0:
         raise InstsegError(f"--score-thresh must be in [0, 1], got {score_thresh}")
     paths = list_images(inputs)
-    predictor = load_predictor(backend, config, weights, model, score_thresh=score_thresh, device=device,
-                               providers=providers_list(providers), threads=threads)
+    predictor = load_predictor(backend, config=config, weights=weights, model=model, score_thresh=score_thresh,
+                               device=device, providers=providers_list(providers), threads=threads)
     if class_names:
         predictor.class_names = parse_class_names(class_names, len(predictor.class_names))
     out.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,8 @@ Examples:
 
 Then evaluate it like any exported model:
 
-  instseg eval --backend ort --model model.int8.onnx --images shapes/val/images --annotations shapes/val/annotations.json
+  instseg eval --backend ort --model model.int8.onnx --images shapes/val/images \\
+      --annotations shapes/val/annotations.json
 """
 
 DEFAULT_NUM_IMAGES = 64
@@ -48,7 +49,7 @@ def _report_skip(path: Path, reason: str) -> None:
     console.print(f"[yellow]skipped calibration image[/] {path.name}: {reason}", highlight=False, soft_wrap=True)
 
 
-def _run_int8(model, out, images, settings, cache) -> None:
+def _run_int8(*, model: Path, out: Path, images: list[Path], settings, cache: Path) -> None:
     from instseg_deploy.quantize.qdq import quantize_int8
 
     start = time.perf_counter()
@@ -58,7 +59,8 @@ def _run_int8(model, out, images, settings, cache) -> None:
         def on_image(done: int, total: int) -> None:
             progress.update(task, completed=done, rate=rate_text(done, time.perf_counter() - start))
 
-        report = quantize_int8(model, out, images, settings, cache, on_image, _report_skip)
+        report = quantize_int8(model, out, images=images, settings=settings, cache_path=cache, on_image=on_image,
+                               on_skip=_report_skip)
     calib = report.calibration
     skipped = f", {len(calib.skipped)} skipped" if calib.skipped else ""
     source = f"reused cache {report.cache_path}" if calib.cache_reused else f"cache {report.cache_path}"
@@ -77,24 +79,32 @@ def _run_fp16(model: Path, out: Path, exclude: tuple[str, ...]) -> None:
                     f"{report.fp16_nodes} nodes fp16, {report.fp32_nodes} kept fp32", highlight=False)
 
 
-def _run_analysis(model, images, settings, cache, annotations, eval_images, eval_limit, report_path) -> None:
+def _analysis_request(*, model: Path, calibration: list[Path], settings, cache: Path, annotations: Optional[Path],
+                      eval_images: Path, eval_limit: int):
+    """The sensitivity request of the --analyze options: AP on a COCO set with --annotations, else
+    output error against FP32 on the first ``eval_limit`` images of ``eval_images``."""
     from instseg_deploy.image_io import IMAGE_SUFFIXES
-    from instseg_deploy.quantize.sensitivity import analyze
+    from instseg_deploy.quantize.sensitivity import SensitivityRequest
 
-    dataset, eval_paths = None, None
+    common = dict(model=model, calibration=tuple(calibration), settings=settings, cache_path=cache)
     if annotations is not None:
         from dataclasses import replace
 
         from instseg_deploy.data.coco import load_coco_dataset
 
         dataset = load_coco_dataset(eval_images, annotations)
-        dataset = replace(dataset, images=dataset.images[:eval_limit])
-    else:
-        eval_paths = sorted(p for p in eval_images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:eval_limit]
-        if not eval_paths:
-            raise InstsegError(f"no images to analyse in {eval_images}")
+        return SensitivityRequest(dataset=replace(dataset, images=dataset.images[:eval_limit]), **common)
+    eval_paths = sorted(p for p in eval_images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:eval_limit]
+    if not eval_paths:
+        raise InstsegError(f"no images to analyse in {eval_images}")
+    return SensitivityRequest(eval_images=tuple(eval_paths), **common)
+
+
+def _run_analysis(request, report_path: Optional[Path]) -> None:
+    from instseg_deploy.quantize.sensitivity import analyze
+
     with progress_bar() as progress:
-        calib_task = progress.add_task("calibrate", total=len(images), rate="")
+        calib_task = progress.add_task("calibrate", total=len(request.calibration), rate="")
 
         def on_calibration(done: int, total: int) -> None:
             progress.update(calib_task, completed=done)
@@ -103,13 +113,14 @@ def _run_analysis(model, images, settings, cache, annotations, eval_images, eval
             task = progress.add_task(f"run {name}", total=count, rate="")
             return lambda: progress.advance(task)
 
-        fp32, results = analyze(model, images, settings, eval_paths, dataset, cache, on_stage, on_calibration,
-                                _report_skip)
-    _print_analysis(fp32, results, dataset is not None)
+        fp32, results = analyze(request, on_stage=on_stage, on_calibration=on_calibration, on_skip=_report_skip)
+    _print_analysis(fp32, results, request.dataset is not None)
     if report_path is not None:
         from instseg_deploy.atomic import write_json
 
-        clean = lambda m: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.items()}
+        def clean(m: dict) -> dict:
+            return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.items()}
+
         write_json(report_path, {"fp32": clean(fp32), "stages": [
             {"stage": r.stage, "quantized_nodes": r.quantized_nodes, **clean(r.metrics)} for r in results]})
 
@@ -174,7 +185,7 @@ def quantize(
                                           show_default=False),
 ) -> None:
     """INT8 post-training quantization (QDQ, TensorRT-compatible) or FP16 conversion of an exported model."""
-    from instseg_deploy.quantize.calibration import calibration_images
+    from instseg_deploy.data.calibration import calibration_images
     from instseg_deploy.quantize.qdq import QuantizeSettings
 
     if sum((calib, fp16, analyze)) > 1:
@@ -203,10 +214,12 @@ def quantize(
                 eval_images = coco_root_paths(coco_root)[0]
             else:
                 eval_images = images if images is not None else paths[0].parent
-        _run_analysis(model, paths, settings, _cache_path(calib_cache, model), annotations, eval_images, eval_limit,
-                      report)
+        request = _analysis_request(model=model, calibration=paths, settings=settings,
+                                    cache=_cache_path(calib_cache, model), annotations=annotations,
+                                    eval_images=eval_images, eval_limit=eval_limit)
+        _run_analysis(request, report)
         return
-    _run_int8(model, out, paths, settings, _cache_path(calib_cache, out))
+    _run_int8(model=model, out=out, images=paths, settings=settings, cache=_cache_path(calib_cache, out))
 
 
 def register(app: typer.Typer) -> None:

@@ -8,7 +8,14 @@ from typing import Optional
 
 import typer
 
-from instseg_deploy.cli.common import console, progress_bar, user_errors
+from instseg_deploy.cli.common import (
+    annotations_option,
+    coco_root_option,
+    console,
+    images_option,
+    progress_bar,
+    user_errors,
+)
 from instseg_deploy.errors import InstsegError
 
 EXAMPLES = """
@@ -57,20 +64,17 @@ class _ProgressReporter:
             self.message(f"iter {iteration + 1}: {text} eta {minutes // 60}:{minutes % 60:02d}:{seconds:02d}")
 
 
-def _datasets(images, annotations, coco_root, val_images, val_annotations):
-    """(train set, val set or None) from the command-line options."""
-    from instseg_deploy.data.coco import coco_root_paths, load_coco_dataset
+def _datasets(*, images: Optional[Path], annotations: Optional[Path], coco_root: Optional[Path],
+              val_images: Optional[Path], val_annotations: Optional[Path]):
+    """(train set, val set or None) from the command-line options; with --coco-root its val2017 is the
+    validation set unless --val-images/--val-annotations say otherwise."""
+    from instseg_deploy.data.coco import coco_root_paths, dataset_paths, load_coco_dataset
 
-    if coco_root is not None:
-        if images is not None or annotations is not None:
-            raise InstsegError("give either --coco-root or --images with --annotations, not both")
-        images, annotations = coco_root_paths(coco_root, "train2017")
-        if val_images is None and val_annotations is None:
-            val_dir, val_ann = coco_root_paths(coco_root, "val2017")
-            if val_ann.is_file():
-                val_images, val_annotations = val_dir, val_ann
-    if images is None or annotations is None:
-        raise InstsegError("a training set is needed: --images DIR --annotations FILE, or --coco-root DIR")
+    images, annotations = dataset_paths(images, annotations, coco_root, "train2017", what="a training set")
+    if coco_root is not None and val_images is None and val_annotations is None:
+        val_dir, val_ann = coco_root_paths(coco_root, "val2017")
+        if val_ann.is_file():
+            val_images, val_annotations = val_dir, val_ann
     if (val_images is None) != (val_annotations is None):
         raise InstsegError("--val-images and --val-annotations go together")
     train_set = load_coco_dataset(images, annotations)
@@ -85,12 +89,9 @@ def _datasets(images, annotations, coco_root, val_images, val_annotations):
 def train(
     config: Path = typer.Option(..., "--config", "-c", help="detectron2 config YAML (its SOLVER, INPUT, DATALOADER "
                                 "sections drive training).", show_default=False),
-    images: Optional[Path] = typer.Option(None, "--images", help="Folder with the training images.",
-                                          show_default=False),
-    annotations: Optional[Path] = typer.Option(None, "--annotations", help="COCO instances JSON of the training set.",
-                                               show_default=False),
-    coco_root: Optional[Path] = typer.Option(None, "--coco-root", help="COCO 2017 layout: train2017/, val2017/, "
-                                             "annotations/.", show_default=False),
+    images: Optional[Path] = images_option("Folder with the training images."),
+    annotations: Optional[Path] = annotations_option("COCO instances JSON of the training set."),
+    coco_root: Optional[Path] = coco_root_option("COCO 2017 layout: train2017/, val2017/, annotations/."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoints, metrics.json, config.yaml.",
                              show_default=False),
     max_iter: Optional[int] = typer.Option(None, "--max-iter", min=1, help="Override SOLVER.MAX_ITER.",
@@ -133,7 +134,8 @@ def train(
     if threads:
         torch.set_num_threads(threads)
     cfg = load_config(config)
-    train_set, val_set = _datasets(images, annotations, coco_root, val_images, val_annotations)
+    train_set, val_set = _datasets(images=images, annotations=annotations, coco_root=coco_root, val_images=val_images,
+                                   val_annotations=val_annotations)
     if num_workers is None:
         num_workers = min(int(cfg.raw["DATALOADER"]["NUM_WORKERS"]), max((os.cpu_count() or 1) - 1, 0))
     options = TrainOptions(out_dir=out, max_iter=max_iter, resume=resume, eval_period=eval_period,

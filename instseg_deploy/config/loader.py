@@ -199,7 +199,8 @@ def _validate_model(tree: dict[str, Any]) -> None:
     if _get(tree, "MODEL.RESNETS.OUT_FEATURES") != ["res2", "res3", "res4", "res5"] or _get(
         tree, "MODEL.FPN.IN_FEATURES"
     ) != ["res2", "res3", "res4", "res5"]:
-        raise ConfigError("unsupported FPN inputs: MODEL.RESNETS.OUT_FEATURES and MODEL.FPN.IN_FEATURES must be res2..res5")
+        raise ConfigError("unsupported FPN inputs: MODEL.RESNETS.OUT_FEATURES and MODEL.FPN.IN_FEATURES "
+                          "must be res2..res5")
     if _get(tree, "MODEL.RPN.IN_FEATURES") != ["p2", "p3", "p4", "p5", "p6"]:
         raise ConfigError("unsupported config value MODEL.RPN.IN_FEATURES (supported: p2..p6)")
     if _get(tree, "MODEL.ROI_HEADS.IN_FEATURES") != ["p2", "p3", "p4", "p5"]:

@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from instseg_deploy.errors import InstsegError
+import numpy as np
+
+from instseg_deploy.errors import ImageError, InstsegError
+from instseg_deploy.image_io import read_image
 
 
 class DatasetError(InstsegError):
@@ -39,6 +42,19 @@ class CocoDataset:
         return len(self.category_ids)
 
 
+def read_dataset_image(path: Path, image_id: int, height: int, width: int) -> np.ndarray:
+    """The (H, W, 3) uint8 BGR image of annotation ``image_id``; a DatasetError naming the id when it
+    cannot be read or its size differs from the annotations' ``height`` x ``width``."""
+    try:
+        image, _ = read_image(path)
+    except ImageError as e:
+        raise DatasetError(f"image id {image_id}: {e}") from None
+    if image.shape[:2] != (height, width):
+        raise DatasetError(f"image id {image_id} ({path.name}) is {image.shape[1]}x{image.shape[0]} "
+                           f"but the annotations say {width}x{height}")
+    return image
+
+
 def read_json(path: str | os.PathLike, what: str) -> Any:
     path = Path(path)
     if not path.is_file():
@@ -54,6 +70,20 @@ def coco_root_paths(root: str | os.PathLike, split: str = "val2017") -> tuple[Pa
     """(images dir, annotations file) of the COCO 2017 layout under ``root``."""
     root = Path(root)
     return root / split, root / "annotations" / f"instances_{split}.json"
+
+
+def dataset_paths(images: str | os.PathLike | None, annotations: str | os.PathLike | None,
+                  coco_root: str | os.PathLike | None, split: str = "val2017",
+                  what: str = "a dataset") -> tuple[Path, Path]:
+    """(images dir, annotations file) from either ``images`` with ``annotations`` or a COCO 2017
+    ``coco_root`` (its ``split``): the --images/--annotations/--coco-root choice of every command."""
+    if coco_root is not None:
+        if images is not None or annotations is not None:
+            raise DatasetError("give either --coco-root or --images with --annotations, not both")
+        return coco_root_paths(coco_root, split)
+    if images is None or annotations is None:
+        raise DatasetError(f"{what} is needed: --images DIR --annotations FILE, or --coco-root DIR")
+    return Path(images), Path(annotations)
 
 
 def load_coco_dataset(images_dir: str | os.PathLike, annotations: str | os.PathLike,
@@ -78,7 +108,8 @@ def load_coco_dataset(images_dir: str | os.PathLike, annotations: str | os.PathL
         missing = [im.path.name for im in images if not im.path.is_file()]
         if missing:
             shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-            raise DatasetError(f"{len(missing)} image(s) listed in {annotations.name} are missing from {images_dir}: {shown}")
+            raise DatasetError(f"{len(missing)} image(s) listed in {annotations.name} are missing from "
+                               f"{images_dir}: {shown}")
     return CocoDataset(annotations, images_dir, images, [int(c["id"]) for c in cats],
                        tuple(str(c["name"]) for c in cats))
 
@@ -94,7 +125,8 @@ def check_results(results: Any, gt_image_ids: set[int], gt_category_ids: set[int
             raise DatasetError(f"{source}: entry {i} needs image_id, category_id, score and bbox or segmentation")
     unknown_images = sorted({r["image_id"] for r in results} - gt_image_ids)
     if unknown_images:
-        raise DatasetError(f"{source}: {len(unknown_images)} image id(s) not in the annotations, e.g. {unknown_images[:5]}")
+        raise DatasetError(f"{source}: {len(unknown_images)} image id(s) not in the annotations, "
+                           f"e.g. {unknown_images[:5]}")
     unknown_cats = sorted({r["category_id"] for r in results} - gt_category_ids)
     if unknown_cats:
         raise DatasetError(f"{source}: category id(s) {unknown_cats[:10]} not in the annotations")

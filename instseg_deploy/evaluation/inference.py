@@ -9,10 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from instseg_deploy.coco_format import instances_to_coco
-from instseg_deploy.data.coco import CocoDataset, DatasetError, ImageRecord
-from instseg_deploy.errors import ImageError
-from instseg_deploy.image_io import read_image
-from instseg_deploy.predictor import Predictor
+from instseg_deploy.data.coco import CocoDataset, DatasetError, ImageRecord, read_dataset_image
+from instseg_deploy.runtime.predictor import Predictor
 
 
 def shard(images: list[ImageRecord], rank: int, world_size: int) -> list[ImageRecord]:
@@ -28,13 +26,7 @@ def predict_dataset(predictor: Predictor, dataset: CocoDataset, images: list[Ima
                            f"{dataset.num_classes} ({', '.join(dataset.class_names[:6])}...)")
     results: list[dict] = []
     for record in images:
-        try:
-            image, _ = read_image(record.path)
-        except ImageError as e:
-            raise DatasetError(f"image id {record.id}: {e}") from None
-        if image.shape[:2] != (record.height, record.width):
-            raise DatasetError(f"image id {record.id} ({record.path.name}) is {image.shape[1]}x{image.shape[0]} "
-                               f"but the annotations say {record.width}x{record.height}")
+        image = read_dataset_image(record.path, record.id, record.height, record.width)
         results.extend(instances_to_coco(predictor(image), record.id, dataset.category_ids))
         if on_image is not None:
             on_image()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from instseg_deploy.export.plugin_roi_align import with_plugin_poolers
 from instseg_deploy.modeling import MaskRCNN
 
+ROI_ALIGN_FLAVOURS = ("onnx", "plugin")  # standard RoiAlign ops per FPN level, or our one-node plugin
 RAW_OUTPUTS = ["boxes", "scores", "classes", "batch_idx", "mask_probs"]
 
 
@@ -40,11 +42,17 @@ class ExportableMaskRCNN(nn.Module):
     resized (h, w); with pasting also original_sizes (N, 2) int64. Outputs: RAW_OUTPUTS, plus
     masks (D, max original h, max original w) bool when pasting; each image's masks occupy the
     top-left (its original h, w) of that canvas.
+
+    ``roi_align="plugin"`` traces a view of ``model`` whose ROI heads pool through our TensorRT
+    plugin node (``plugin_roi_align``); ``model`` itself is not modified. The detector is held as
+    ``self.model``, which puts every node name under ``/model/`` (see ``stage_names``).
     """
 
-    def __init__(self, model: MaskRCNN, paste_masks: bool = False):
+    def __init__(self, model: MaskRCNN, paste_masks: bool = False, roi_align: str = "onnx"):
         super().__init__()
-        self.model = model
+        if roi_align not in ROI_ALIGN_FLAVOURS:
+            raise ValueError(f"roi_align must be one of {ROI_ALIGN_FLAVOURS}, got {roi_align!r}")
+        self.model = with_plugin_poolers(model) if roi_align == "plugin" else model
         self.paste_masks = paste_masks
 
     def forward(self, images: torch.Tensor, image_sizes: torch.Tensor, original_sizes: torch.Tensor | None = None):

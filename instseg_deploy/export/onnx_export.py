@@ -14,9 +14,12 @@ import torch
 from instseg_deploy.atomic import atomic_path
 from instseg_deploy.config import InstsegConfig
 from instseg_deploy.errors import InstsegError
-from instseg_deploy.export.graph import RAW_OUTPUTS, ExportableMaskRCNN
-from instseg_deploy.export.metadata import build_metadata, metadata_to_props
+from instseg_deploy.export.graph import RAW_OUTPUTS, ROI_ALIGN_FLAVOURS, ExportableMaskRCNN
+from instseg_deploy.export.plugin_roi_align import OPSET_IMPORT
+from instseg_deploy.model_file.metadata import build_metadata, metadata_to_props
 from instseg_deploy.modeling import MaskRCNN
+from instseg_deploy.processing.batching import IMAGE_SIZES, IMAGES, ORIGINAL_SIZES
+from instseg_deploy.processing.sizes import parse_hw
 
 # RoiAlign with coordinate_transformation_mode (ROIAlignV2's half-pixel) needs opset 16.
 MIN_OPSET = 16
@@ -48,11 +51,7 @@ def parse_size(size: str) -> str | tuple[int, int]:
     """'dynamic' or 'HxW'."""
     if size == "dynamic":
         return size
-    try:
-        h, w = (int(v) for v in size.lower().split("x"))
-    except ValueError:
-        raise InstsegError(f"--size must be 'dynamic' or HxW like 800x1344, got {size!r}") from None
-    return h, w
+    return parse_hw(size, "--size (or 'dynamic')")
 
 
 def parse_batch(batch: str) -> str | int:
@@ -70,19 +69,20 @@ def export_onnx(model: MaskRCNN, cfg: InstsegConfig, out: str | os.PathLike, ops
     import onnx
 
     if opset < MIN_OPSET:
-        raise InstsegError(f"--opset {opset} is too old: RoiAlign with half-pixel coordinates needs opset >= {MIN_OPSET}")
+        raise InstsegError(f"--opset {opset} is too old: RoiAlign with half-pixel coordinates needs "
+                           f"opset >= {MIN_OPSET}")
     if masks not in ("raw", "pasted"):
         raise InstsegError(f"--masks must be 'raw' or 'pasted', got {masks!r}")
-    if roi_align not in ("onnx", "plugin"):
+    if roi_align not in ROI_ALIGN_FLAVOURS:
         raise InstsegError(f"--roi-align must be 'onnx' or 'plugin', got {roi_align!r}")
     divisibility = model.size_divisibility
     if size != "dynamic" and (size[0] % divisibility or size[1] % divisibility):
         raise InstsegError(f"--size {size[0]}x{size[1]} must be a multiple of {divisibility} (the backbone's stride)")
     paste = masks == "pasted"
-    wrapper = ExportableMaskRCNN(model.eval(), paste_masks=paste).eval()
+    wrapper = ExportableMaskRCNN(model.eval(), paste_masks=paste, roi_align=roi_align).eval()
     example = _example_inputs(batch if isinstance(batch, int) else 2, size if size != "dynamic" else (320, 352),
                               divisibility, paste)
-    inputs = ["images", "image_sizes"] + (["original_sizes"] if paste else [])
+    inputs = [IMAGES, IMAGE_SIZES] + ([ORIGINAL_SIZES] if paste else [])
     outputs = RAW_OUTPUTS + (["masks"] if paste else [])
     dynamic_axes = {name: {0: "num_detections"} for name in outputs}
     if paste:
@@ -91,14 +91,13 @@ def export_onnx(model: MaskRCNN, cfg: InstsegConfig, out: str | os.PathLike, ops
         for name in inputs:
             dynamic_axes[name] = {0: "batch"}
     if size == "dynamic":
-        dynamic_axes.setdefault("images", {}).update({2: "height", 3: "width"})
+        dynamic_axes.setdefault(IMAGES, {}).update({2: "height", 3: "width"})
     buffer = io.BytesIO()
-    context = _plugin_roi_align() if roi_align == "plugin" else contextlib.nullcontext()
-    with context, warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic are expected here
         torch.onnx.export(wrapper, example, buffer, dynamo=False, opset_version=opset, input_names=inputs,
                           output_names=outputs, dynamic_axes=dynamic_axes, do_constant_folding=True,
-                          custom_opsets=_custom_opsets(roi_align))
+                          custom_opsets=OPSET_IMPORT if roi_align == "plugin" else {})
     proto = onnx.load_from_string(buffer.getvalue())
     nodes_before = len(proto.graph.node)
     simplified = False
@@ -122,27 +121,11 @@ def _simplify(proto):
     try:
         import onnxslim
     except ImportError:
-        warnings.warn("onnxslim is not installed: exporting without simplification (pip install onnxslim)")
+        warnings.warn("onnxslim is not installed: exporting without simplification (pip install onnxslim)",
+                      stacklevel=3)  # attributed to export_onnx's caller
         return proto, False
     with contextlib.redirect_stdout(io.StringIO()):
         return onnxslim.slim(proto), True
-
-
-@contextlib.contextmanager
-def _plugin_roi_align():
-    """Swap multi-level RoIAlign for our one-node plugin op while tracing (see ops/)."""
-    from instseg_deploy.export.plugin_roi_align import patched_multilevel_roi_align
-
-    with patched_multilevel_roi_align():
-        yield
-
-
-def _custom_opsets(roi_align: str) -> dict[str, int]:
-    if roi_align != "plugin":
-        return {}
-    from instseg_deploy.export.plugin_roi_align import OPSET_IMPORT
-
-    return OPSET_IMPORT
 
 
 def count_nodes(path: str | os.PathLike) -> int:

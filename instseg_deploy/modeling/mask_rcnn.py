@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -60,6 +62,25 @@ class MaskRCNN(nn.Module):
         """Inference as a tuple: boxes (D,4), scores (D,), classes (D,), batch_idx (D,), mask_probs (D,28,28)."""
         d, _ = self.inference(images, image_sizes)
         return d.boxes, d.scores, d.classes, d.batch_idx, d.mask_probs
+
+    def with_roi_poolers(self, box_pooler: nn.Module, mask_pooler: nn.Module) -> MaskRCNN:
+        """This model pooling RoIs with other poolers (same contract as the ROI heads'); ``self`` is unchanged.
+
+        The result shares every other submodule with ``self``: the same parameter tensors under the
+        same names, nothing copied. It is a view for tracing, not a second model to train.
+        """
+        heads = _replace_children(self.roi_heads, box_pooler=box_pooler, mask_pooler=mask_pooler)
+        return _replace_children(self, roi_heads=heads)
+
+
+def _replace_children(module: nn.Module, **children: nn.Module) -> nn.Module:
+    """A new ``module`` object sharing its submodules, parameters and buffers, with ``children`` replaced."""
+    clone = copy.copy(module)
+    # copy.copy would share the submodule table itself: the clone gets its own before entries change.
+    clone._modules = dict(module._modules)
+    for name, child in children.items():
+        setattr(clone, name, child)
+    return clone
 
 
 def build_model(cfg: ModelConfig) -> MaskRCNN:

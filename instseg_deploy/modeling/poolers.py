@@ -1,7 +1,8 @@
-"""Multi-level RoIAlign (detectron2's ROIPooler) behind one function.
+"""Multi-level RoIAlign (detectron2's ROIPooler): a function, and the pooler module that binds its settings.
 
-Export replaces :func:`multilevel_roi_align` as a whole: by standard ONNX RoiAlign ops per
-level, or by our one-node TensorRT plugin. Everything that calls it stays the same.
+The ROI heads pool through a :class:`MultilevelRoIAlign` they are given (torchvision's
+``box_roi_pool`` / ``mask_roi_pool``), so export can build them with another pooler of the same
+contract -- our one-node TensorRT plugin -- without touching this module.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 from torchvision.ops import roi_align
 
 from instseg_deploy.config.types import PoolerConfig
@@ -40,3 +42,24 @@ def multilevel_roi_align(features: list[torch.Tensor], rois: torch.Tensor, strid
                            cfg.sampling_ratio, cfg.aligned)
         out = out.index_put((idx,), pooled.to(out.dtype))
     return out
+
+
+class MultilevelRoIAlign(nn.Module):
+    """:func:`multilevel_roi_align` with its FPN strides and settings bound; no parameters or buffers.
+
+    forward(features, rois): features [(N, C, Hl, Wl)] for the levels of ``strides``; rois (R, 5)
+    as (batch_idx, x1, y1, x2, y2) in network-input pixels. Returns (R, C, S, S), S = ``cfg.resolution``.
+    """
+
+    def __init__(self, strides: list[int], cfg: PoolerConfig):
+        super().__init__()
+        self.strides = list(strides)
+        self.cfg = cfg
+
+    def forward(self, features: list[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
+        return multilevel_roi_align(features, rois, self.strides, self.cfg)
+
+    def extra_repr(self) -> str:
+        c = self.cfg
+        return (f"strides={self.strides}, output_size={c.resolution}, sampling_ratio={c.sampling_ratio}, "
+                f"aligned={c.aligned}")

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from instseg_deploy.config.types import BoxHeadConfig, MaskHeadConfig, ROIHeadsConfig
 from instseg_deploy.modeling.box_ops import apply_deltas, batched_nms, clip_boxes, rank_within_group
 from instseg_deploy.modeling.layers import Conv2d, c2_msra_fill, c2_xavier_fill, make_norm
-from instseg_deploy.modeling.poolers import multilevel_roi_align
+from instseg_deploy.modeling.poolers import MultilevelRoIAlign
 
 
 class FastRCNNConvFCHead(nn.Module):
@@ -104,24 +104,37 @@ class Detections:
 
 
 class StandardROIHeads(nn.Module):
+    """Box and mask heads over RoIs pooled by ``box_pooler`` / ``mask_pooler``.
+
+    The poolers are passed in, as torchvision's ``box_roi_pool`` / ``mask_roi_pool``: by default
+    the standard :class:`MultilevelRoIAlign` with the config's pooler settings; export builds the
+    heads with the TensorRT plugin's pooler instead. A pooler maps (features [(N, C, Hl, Wl)],
+    rois (R, 5)) to (R, C, S, S) and holds no parameters, so the state dict (detectron2's names)
+    is the same whichever pooler is used.
+    """
+
     def __init__(self, cfg: ROIHeadsConfig, box_cfg: BoxHeadConfig, mask_cfg: MaskHeadConfig,
-                 in_channels: int, strides: list[int]):
+                 in_channels: int, strides: list[int], box_pooler: nn.Module | None = None,
+                 mask_pooler: nn.Module | None = None):
         super().__init__()
         self.cfg, self.box_cfg, self.mask_cfg = cfg, box_cfg, mask_cfg
         self.strides = strides
+        self.box_pooler = box_pooler if box_pooler is not None else MultilevelRoIAlign(strides, box_cfg.pooler)
         self.box_head = FastRCNNConvFCHead(in_channels, box_cfg.pooler.resolution, box_cfg)
         self.box_predictor = FastRCNNOutputLayers(self.box_head.out_dim, cfg.num_classes,
                                                   box_cfg.cls_agnostic_bbox_reg)
+        self.mask_pooler = mask_pooler if mask_pooler is not None else MultilevelRoIAlign(strides, mask_cfg.pooler)
         self.mask_head = MaskRCNNConvUpsampleHead(in_channels, cfg.num_classes, mask_cfg)
 
     def box_features(self, features: list[torch.Tensor], boxes: torch.Tensor, batch_idx: torch.Tensor):
+        """(class logits (R, K+1), box deltas (R, 4K or 4)) of (R, 4) boxes in images (R,) of ``features``."""
         rois = torch.cat([batch_idx[:, None].to(boxes.dtype), boxes], dim=1)
-        pooled = multilevel_roi_align(features, rois, self.strides, self.box_cfg.pooler)
-        return self.box_predictor(self.box_head(pooled))
+        return self.box_predictor(self.box_head(self.box_pooler(features, rois)))
 
     def mask_logits(self, features: list[torch.Tensor], boxes: torch.Tensor, batch_idx: torch.Tensor):
+        """(R, K or 1, 28, 28) mask logits of (R, 4) boxes in images (R,) of ``features``."""
         rois = torch.cat([batch_idx[:, None].to(boxes.dtype), boxes], dim=1)
-        return self.mask_head(multilevel_roi_align(features, rois, self.strides, self.mask_cfg.pooler))
+        return self.mask_head(self.mask_pooler(features, rois))
 
     def inference(self, features: list[torch.Tensor], proposal_boxes: torch.Tensor,
                   proposal_batch_idx: torch.Tensor, image_sizes: torch.Tensor) -> Detections:

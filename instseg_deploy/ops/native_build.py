@@ -1,5 +1,6 @@
-"""Builds the RoIAlign libraries of plugins/src, once per source version: the CPU twin with g++ and,
-on a machine with a GPU, the CUDA kernel with nvcc.
+"""Builds the RoIAlign libraries from the sources in ``csrc/`` (package data, so an installed wheel
+has them too), once per source version: the CPU twin with g++ and, on a machine with a GPU, the
+CUDA kernel with nvcc. The TensorRT plugin (plugins/CMakeLists.txt) compiles the same files.
 
 Each library lands in a cache folder named after a hash of its sources and flags, so an edited
 kernel rebuilds itself and a fresh clone needs no separate build step. A file lock keeps
@@ -16,7 +17,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-PLUGIN_SRC = Path(__file__).resolve().parents[2] / "plugins" / "src"
+from instseg_deploy.errors import InstsegError
+
+NATIVE_SRC = Path(__file__).resolve().parent / "csrc"
 TWIN_LIBRARY_NAME = "libinstseg_roi_align_cpu.so"
 # Everything the twin's translation unit includes: a change to any of them means a rebuild.
 TWIN_FILES = (
@@ -40,8 +43,8 @@ LIBRARY_ENV = "INSTSEG_ROI_ALIGN_TWIN_LIB"  # use a prebuilt library (e.g. from 
 CACHE_ENV = "INSTSEG_DEPLOY_CACHE"
 
 
-class NativeBuildError(RuntimeError):
-    """The CPU twin could not be compiled."""
+class NativeBuildError(InstsegError):
+    """A RoIAlign library (the CPU twin, the CUDA kernel) could not be compiled: no compiler, or it failed."""
 
 
 def cache_root() -> Path:
@@ -60,14 +63,14 @@ def _source_digest(flags: tuple[str, ...], files: tuple[str, ...]) -> str:
     digest.update(" ".join(flags).encode())
     for name in files:
         digest.update(name.encode())
-        digest.update((PLUGIN_SRC / name).read_bytes())
+        digest.update((NATIVE_SRC / name).read_bytes())
     return digest.hexdigest()[:16]
 
 
 def _check_sources(files: tuple[str, ...]) -> None:
-    if not (PLUGIN_SRC / files[0]).is_file():
-        raise NativeBuildError(f"RoIAlign sources not found under {PLUGIN_SRC}; use a source checkout "
-                               f"or set {LIBRARY_ENV}")
+    if not (NATIVE_SRC / files[0]).is_file():
+        raise NativeBuildError(f"RoIAlign sources not found under {NATIVE_SRC} (an incomplete install?); "
+                               f"reinstall instseg-deploy or set {LIBRARY_ENV} to a prebuilt library")
 
 
 def twin_library_path() -> Path:
@@ -81,7 +84,7 @@ def twin_library_path() -> Path:
     flags = (os.path.basename(cxx),) + CXX_FLAGS
     out_dir = cache_root() / f"roi_align_twin-{_source_digest(flags, TWIN_FILES)}"
     return _build_once(out_dir / TWIN_LIBRARY_NAME,
-                       lambda out: [cxx, *CXX_FLAGS, "-I", str(PLUGIN_SRC), str(PLUGIN_SRC / TWIN_FILES[0]), "-o", out])
+                       lambda out: [cxx, *CXX_FLAGS, "-I", str(NATIVE_SRC), str(NATIVE_SRC / TWIN_FILES[0]), "-o", out])
 
 
 def cuda_library_path(arch: str) -> Path:
@@ -94,7 +97,7 @@ def cuda_library_path(arch: str) -> Path:
     flags = NVCC_FLAGS + (f"-arch={arch}",)
     out_dir = cache_root() / f"roi_align_cuda-{_source_digest(flags, CUDA_FILES)}"
     return _build_once(out_dir / CUDA_LIBRARY_NAME,
-                       lambda out: [nvcc, *flags, "-I", str(PLUGIN_SRC), str(PLUGIN_SRC / CUDA_FILES[0]), "-o", out])
+                       lambda out: [nvcc, *flags, "-I", str(NATIVE_SRC), str(NATIVE_SRC / CUDA_FILES[0]), "-o", out])
 
 
 def _build_once(target: Path, command) -> Path:

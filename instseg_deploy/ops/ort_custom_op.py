@@ -1,5 +1,6 @@
-"""The multi-level RoIAlign ONNX node: its contract, and running it in ONNX Runtime on the CPU.
+"""The multi-level RoIAlign ONNX node: building it, and running it in ONNX Runtime on the CPU.
 
+Its identity (op type, plugin version/namespace, domains, attributes) is ``roi_align_contract``.
 The node is what the TensorRT ONNX parser turns into our plugin: op_type == plugin name, string
 attributes ``plugin_version`` / ``plugin_namespace`` select the creator, every other attribute
 becomes a PluginField (INT -> kINT32, INTS -> kINT32 array). The parser ignores the node's domain.
@@ -19,29 +20,33 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-OP_TYPE = "InstsegMultilevelRoIAlign"  # == TensorRT plugin name (kRoiAlignPluginName)
-OP_DOMAIN = "instseg"  # domain the exporter emits; TensorRT does not look at it
-PLUGIN_VERSION = "1"
-PLUGIN_NAMESPACE = ""
-ORT_DOMAIN = "ai.onnx.contrib"  # the only domain onnxruntime-extensions registers Python ops in
+from instseg_deploy.ops.roi_align_contract import (
+    ATTRIBUTES as CONTRACT_ATTRIBUTES,
+)
+from instseg_deploy.ops.roi_align_contract import (
+    NAMESPACE_ATTRIBUTE,
+    ONNX_DOMAIN,
+    OP_TYPE,
+    ORT_DOMAIN,
+    PLUGIN_NAMESPACE,
+    PLUGIN_VERSION,
+    VERSION_ATTRIBUTE,
+)
+
 ORT_NUM_LEVELS = 4  # Python custom ops have a fixed input count: rois + P2..P5
 
-# Attribute name -> (ONNX type, default). Defaults are detectron2's ROIPooler for Mask R-CNN.
+_ONNX_KINDS = {"int": onnx.AttributeProto.INT, "ints": onnx.AttributeProto.INTS}
+# Attribute name -> (ONNX type, default), from the op contract.
 ATTRIBUTES: dict[str, tuple[int, object]] = {
-    "output_size": (onnx.AttributeProto.INT, 7),
-    "sampling_ratio": (onnx.AttributeProto.INT, 0),
-    "aligned": (onnx.AttributeProto.INT, 1),
-    "canonical_box_size": (onnx.AttributeProto.INT, 224),
-    "canonical_level": (onnx.AttributeProto.INT, 4),
-    "featmap_strides": (onnx.AttributeProto.INTS, [4, 8, 16, 32]),
-}
+    name: (_ONNX_KINDS[kind], list(default) if kind == "ints" else default)
+    for name, (kind, default) in CONTRACT_ATTRIBUTES.items()}
 _INT_ATTRIBUTES = [name for name, (kind, _) in ATTRIBUTES.items() if kind == onnx.AttributeProto.INT]
 
 
 def make_node(rois: str, features: Sequence[str], output: str, *, output_size: int,
               featmap_strides: Sequence[int], sampling_ratio: int = 0, aligned: bool = True,
               canonical_box_size: int = 224, canonical_level: int = 4, name: str | None = None,
-              domain: str = OP_DOMAIN) -> onnx.NodeProto:
+              domain: str = ONNX_DOMAIN) -> onnx.NodeProto:
     """The one-node op as TensorRT's ONNX parser expects it (add ``domain`` to the opset imports)."""
     if len(features) != len(featmap_strides):
         raise ValueError(f"{len(features)} feature inputs for {len(featmap_strides)} strides")
@@ -50,7 +55,7 @@ def make_node(rois: str, features: Sequence[str], output: str, *, output_size: i
         output_size=int(output_size), sampling_ratio=int(sampling_ratio), aligned=int(bool(aligned)),
         canonical_box_size=int(canonical_box_size), canonical_level=int(canonical_level),
         featmap_strides=[int(s) for s in featmap_strides],
-        plugin_version=PLUGIN_VERSION, plugin_namespace=PLUGIN_NAMESPACE)
+        **{VERSION_ATTRIBUTE: PLUGIN_VERSION, NAMESPACE_ATTRIBUTE: PLUGIN_NAMESPACE})
 
 
 # --- ONNX Runtime adaptation -------------------------------------------------------------------
@@ -112,7 +117,7 @@ def _define_python_op() -> None:
     try:
         from onnxruntime_extensions import PyCustomOpDef, onnx_op
     except ImportError as exc:
-        raise ImportError("running InstsegMultilevelRoIAlign in ONNX Runtime needs onnxruntime-extensions "
+        raise ImportError(f"running {OP_TYPE} in ONNX Runtime needs onnxruntime-extensions "
                           "(pip install onnxruntime-extensions)") from exc
 
     from instseg_deploy.ops.roi_align_twin import multilevel_roi_align

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Collection, Sequence
 
-
 _INT_P = ctypes.POINTER(ctypes.c_int)
 # Arguments of instseg_multilevel_roi_align_cpu; the CUDA entry point takes a cudaStream_t after them.
 C_ARGTYPES = (

@@ -1,6 +1,6 @@
 """torch front end of the multi-level RoIAlign CUDA kernel (the TensorRT plugin's kernel, without TensorRT).
 
-Runs ``plugins/src/multilevel_roi_align_kernel.cu`` through its C ABI on torch CUDA tensors, on
+Runs ``ops/csrc/multilevel_roi_align_kernel.cu`` through its C ABI on torch CUDA tensors, on
 torch's current stream, so tests and benchmarks can check the plugin's math against torchvision
 on a GPU. The library is compiled with nvcc for the tensors' GPU on first use (see native_build).
 """
@@ -16,11 +16,11 @@ import torch
 from instseg_deploy.ops.native_build import cuda_library_path
 from instseg_deploy.ops.roi_align_args import C_ARGTYPES, check_inputs, int_array
 
-# Mirrors INSTSEG_DTYPE_* in plugins/src/roi_align_status.h.
+# Mirrors INSTSEG_DTYPE_* in ops/csrc/roi_align_status.h.
 _DTYPE_TAGS = {torch.float32: 0, torch.float16: 1}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernel(arch: str):
     fn = ctypes.CDLL(str(cuda_library_path(arch))).instseg_multilevel_roi_align_cuda
     fn.argtypes = [*C_ARGTYPES, ctypes.c_void_p]  # + cudaStream_t

@@ -15,7 +15,7 @@ import numpy as np
 from instseg_deploy.ops.native_build import twin_library_path
 from instseg_deploy.ops.roi_align_args import C_ARGTYPES, check_inputs, int_array
 
-# Mirrors INSTSEG_DTYPE_* in plugins/src/roi_align_status.h.
+# Mirrors INSTSEG_DTYPE_* in ops/csrc/roi_align_status.h.
 _DTYPE_TAGS = {np.dtype(np.float32): 0, np.dtype(np.float16): 1}
 
 

@@ -28,7 +28,7 @@ class PreprocessParams:
     size_divisibility: int
 
     @staticmethod
-    def from_model_config(cfg: ModelConfig) -> "PreprocessParams":
+    def from_model_config(cfg: ModelConfig) -> PreprocessParams:
         return PreprocessParams(cfg.input.format, cfg.input.min_size_test, cfg.input.max_size_test,
                                 cfg.pixel_mean, cfg.pixel_std, cfg.size_divisibility)
 

@@ -18,16 +18,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from instseg_deploy.errors import InstsegError
+from instseg_deploy.ops.roi_align_contract import OP_TYPE
 from instseg_deploy.quantize.model_io import read_source_model, write_converted
 from instseg_deploy.quantize.stages import (
     SENSITIVE_LAYERS,
     compile_patterns,
-    has_stage_names,
     stage_of,
 )
-
-PLUGIN_DOMAIN = "instseg"
 
 
 @dataclass
@@ -41,7 +38,7 @@ class Fp16Report:
 def fp32_node_names(nodes, extra_patterns: tuple[str, ...] = ()) -> list[str]:
     """Nodes that must stay FP32: outside the network stages, sensitive, plugin, or matching a pattern."""
     patterns = compile_patterns(list(SENSITIVE_LAYERS) + list(extra_patterns))
-    return [n.name for n in nodes if n.domain == PLUGIN_DOMAIN or stage_of(n.name) is None
+    return [n.name for n in nodes if n.op_type == OP_TYPE or stage_of(n.name) is None
             or any(p.search(n.name) for p in patterns)]
 
 
@@ -53,11 +50,8 @@ def convert_fp16(model: str | os.PathLike, out: str | os.PathLike, exclude: tupl
     )
 
     start = time.perf_counter()
-    proto, props, meta = read_source_model(model)
+    proto, props, meta = read_source_model(model, "convert it")
     nodes = proto.graph.node
-    if not has_stage_names(nodes):
-        raise InstsegError(f"{model} does not have the node names `instseg export` writes; "
-                           "re-export it with this version to convert it")
     keep = fp32_node_names(nodes, exclude)
     total = len(nodes)
     converted = convert_float_to_float16(proto, keep_io_types=True, node_block_list=keep,

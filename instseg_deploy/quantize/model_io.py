@@ -14,24 +14,30 @@ from typing import Any
 
 from instseg_deploy.atomic import atomic_path
 from instseg_deploy.errors import InstsegError
-from instseg_deploy.export.metadata import METADATA_KEY, parse_metadata
+from instseg_deploy.model_file.metadata import METADATA_KEY, parse_metadata
+from instseg_deploy.model_file.reader import read_onnx_metadata
+from instseg_deploy.ops.roi_align_contract import uses_plugin
+from instseg_deploy.quantize.stages import has_stage_names
 
 
-def read_source_model(path: str | os.PathLike) -> tuple[Any, dict[str, str], dict[str, Any]]:
-    """(ModelProto with weights, metadata_props, parsed instseg metadata) of an FP32 export."""
+def read_source_model(path: str | os.PathLike, action: str) -> tuple[Any, dict[str, str], dict[str, Any]]:
+    """(ModelProto with weights, metadata_props, parsed instseg metadata) of an FP32 export whose node
+    names carry the export's stage scopes (the precision placement relies on them); ``action`` ends
+    the refusal message ("quantize it")."""
     import onnx
 
-    from instseg_deploy.backends.ort_backend import read_onnx_metadata
-
-    props, _ = read_onnx_metadata(path)  # clear errors for missing or unreadable files
+    props, graph = read_onnx_metadata(path)  # clear errors for missing or unreadable files; no weights yet
     meta = parse_metadata(props, str(path))
     precision = meta.get("precision", "fp32")
     if precision != "fp32":
         raise InstsegError(f"{path} is already {precision}: convert the FP32 export instead")
-    proto = onnx.load(str(path))
-    if any(node.domain == "instseg" for node in proto.graph.node):
+    if uses_plugin(graph):
         raise InstsegError(f"{path} uses the RoIAlign plugin node (--roi-align plugin); quantize the "
                            "standard-ops export (--roi-align onnx) instead")
+    proto = onnx.load(str(path))
+    if not has_stage_names(proto.graph.node):
+        raise InstsegError(f"{path} does not have the node names `instseg export` writes; "
+                           f"re-export it with this version to {action}")
     return proto, props, meta
 
 

@@ -24,19 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from instseg_deploy.data.calibration import CalibrationError
 from instseg_deploy.errors import InstsegError
 from instseg_deploy.quantize.cache import file_digest, load_ranges, save_ranges
-from instseg_deploy.quantize.calibration import (
-    CalibrationError,
-    images_digest,
-    reader_for_model,
-)
+from instseg_deploy.quantize.calibration import images_digest, reader_for_model
 from instseg_deploy.quantize.model_io import read_source_model, write_converted
 from instseg_deploy.quantize.stages import (
     QUANTIZED_OP_TYPES,
     compile_patterns,
     float_nodes,
-    has_stage_names,
 )
 
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
@@ -195,11 +191,8 @@ def quantize_int8(model: str | os.PathLike, out: str | os.PathLike, images: list
     settings.check()
     _check_onnxruntime()
     start = time.perf_counter()
-    proto, props, meta = read_source_model(model)
+    proto, props, meta = read_source_model(model, "quantize it")
     nodes = proto.graph.node
-    if not has_stage_names(nodes):
-        raise InstsegError(f"{model} does not have the node names `instseg export` writes; "
-                           "re-export it with this version to quantize it")
     kept_float = float_nodes(nodes, QUANTIZED_OP_TYPES, settings.exclude, settings.keep_sensitive)
     candidates = [n.name for n in nodes if n.op_type in QUANTIZED_OP_TYPES and n.name not in kept_float]
     if only_nodes is not None:

@@ -1,10 +1,9 @@
 """Which nodes of an exported graph belong to which network stage, and which must stay float.
 
-``instseg export`` names nodes after the PyTorch modules they come from
-(``/model/backbone/bottom_up/res3/res3.1/conv2/Conv``, ``/model/box_predictor/bbox_pred/Gemm``...),
-so stages and sensitive layers are recognised by name. Everything that is not inside a
-network stage -- anchor decoding, top-k, NMS, RoIAlign and its level assignment, in-graph mask
-pasting -- is post-processing arithmetic on coordinates and is always kept in float.
+``instseg export`` names nodes after the PyTorch modules they come from; the stage prefixes are
+defined next to the export wrapper (``export.stage_names``) and read from there. Everything that
+is not inside a network stage -- anchor decoding, top-k, NMS, RoIAlign and its level assignment,
+in-graph mask pasting -- is post-processing arithmetic on coordinates and is always kept in float.
 """
 
 from __future__ import annotations
@@ -12,14 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-# Stage name -> regular expression on node names (searched, not anchored at the end).
-STAGES: dict[str, str] = {
-    "backbone": r"^/model/backbone/bottom_up/",
-    "fpn": r"^/model/backbone/fpn_",
-    "rpn_head": r"^/model/proposal_generator/rpn_head/",
-    "box_head": r"^/model/(box_head|box_predictor)/",
-    "mask_head": r"^/model/mask_head/",
-}
+from instseg_deploy.export.stage_names import STAGE_PREFIXES, stage_of
+
+STAGES: tuple[str, ...] = tuple(STAGE_PREFIXES)  # stage names, in network order
 
 # Layers whose outputs feed coordinates, NMS or the final masks directly. Quantizing them saves
 # almost nothing (1x1 convs and small fully-connected layers) and costs accuracy.
@@ -33,13 +27,6 @@ SENSITIVE_LAYERS: dict[str, str] = {
 
 # Operators whose inputs get Q/DQ (their weights are per-channel quantized).
 QUANTIZED_OP_TYPES = ("Conv", "Gemm", "MatMul")
-
-
-def stage_of(node_name: str) -> str | None:
-    for stage, pattern in STAGES.items():
-        if re.search(pattern, node_name):
-            return stage
-    return None
 
 
 def compile_patterns(patterns: Iterable[str]) -> list[re.Pattern]:

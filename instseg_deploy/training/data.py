@@ -19,9 +19,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from instseg_deploy.config.types import InputConfig
-from instseg_deploy.data.coco import DatasetError
-from instseg_deploy.errors import ImageError
-from instseg_deploy.image_io import read_image
+from instseg_deploy.data.coco import DatasetError, read_dataset_image
 from instseg_deploy.processing.preprocess import padded_shape, resize, resized_shape
 from instseg_deploy.training.records import TrainRecord
 from instseg_deploy.training.targets import ImageTargets, InstanceMask
@@ -153,14 +151,7 @@ class TrainingDataset(torch.utils.data.Dataset):
         return len(self.records)
 
     def _read(self, record: TrainRecord) -> np.ndarray:
-        try:
-            image, _ = read_image(record.path)
-        except ImageError as e:
-            raise DatasetError(f"image id {record.image_id}: {e}") from None
-        if image.shape[:2] != (record.height, record.width):
-            raise DatasetError(f"image id {record.image_id} ({record.path.name}) is {image.shape[1]}x{image.shape[0]}"
-                               f" but the annotations say {record.width}x{record.height}")
-        return image
+        return read_dataset_image(record.path, record.image_id, record.height, record.width)
 
     def __getitem__(self, item: tuple[int, int]) -> TrainSample:
         """A failure is returned, not raised: a DataLoader worker would bury it in a traceback."""

@@ -108,7 +108,8 @@ def load_initial_weights(model: MaskRCNN, state: dict[str, torch.Tensor], source
                         "(fine-tuning to the new classes)")
     unexpected = sorted(k for k in state if k not in expected and not k.endswith("num_batches_tracked"))
     if unexpected:
-        messages.append(f"ignored {len(unexpected)} checkpoint tensor(s) the model does not have: {_shorten(unexpected)}")
+        messages.append(f"ignored {len(unexpected)} checkpoint tensor(s) the model does not have: "
+                        f"{_shorten(unexpected)}")
     missing = sorted(k for k in expected if k not in loaded and k not in reinitialised
                      and not k.endswith("num_batches_tracked"))
     if missing:

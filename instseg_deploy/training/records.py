@@ -55,7 +55,9 @@ class Problem:
     reason: str
 
     def __str__(self) -> str:
-        where = f"image id {self.image_id}" + (f" (annotation id {self.annotation_id})" if self.annotation_id is not None else "")
+        where = f"image id {self.image_id}"
+        if self.annotation_id is not None:
+            where += f" (annotation id {self.annotation_id})"
         return f"{where}: {self.reason}"
 
 

@@ -25,8 +25,8 @@ from instseg_deploy.atomic import write_text
 from instseg_deploy.checkpoint import load_weights
 from instseg_deploy.config import InstsegConfig, config_from_tree, dump_tree
 from instseg_deploy.data.coco import CocoDataset, DatasetError
+from instseg_deploy.distributed import init_from_env
 from instseg_deploy.errors import ConfigError, InstsegError
-from instseg_deploy.evaluation.distributed import init_from_env
 from instseg_deploy.modeling import MaskRCNN
 from instseg_deploy.training.checkpoints import (
     FINAL_NAME,

@@ -9,24 +9,27 @@
 
 #include <NvInferRuntime.h>
 
+#include <iterator>
 #include <string>
 #include <vector>
 
+#include "instseg/roi_align_contract.h"
 #include "roi_align_math.h"
 
 namespace instseg {
 
-constexpr char const* kRoiAlignPluginName = "InstsegMultilevelRoIAlign";
-constexpr char const* kRoiAlignPluginVersion = "1";
+constexpr char const* kRoiAlignPluginName = roi_align_contract::kOpType;
+constexpr char const* kRoiAlignPluginVersion = roi_align_contract::kPluginVersion;
 
 // Attribute values as they appear in the ONNX node and in the serialized engine.
 struct RoiAlignAttributes {
-    int32_t output_size{7};
-    int32_t sampling_ratio{0};
-    int32_t aligned{1};
-    int32_t canonical_box_size{224};
-    int32_t canonical_level{4};
-    std::vector<int32_t> featmap_strides{4, 8, 16, 32};
+    int32_t output_size{roi_align_contract::kDefaultOutputSize};
+    int32_t sampling_ratio{roi_align_contract::kDefaultSamplingRatio};
+    int32_t aligned{roi_align_contract::kDefaultAligned};
+    int32_t canonical_box_size{roi_align_contract::kDefaultCanonicalBoxSize};
+    int32_t canonical_level{roi_align_contract::kDefaultCanonicalLevel};
+    std::vector<int32_t> featmap_strides = std::vector<int32_t>(
+        std::begin(roi_align_contract::kDefaultFeatmapStrides), std::end(roi_align_contract::kDefaultFeatmapStrides));
 };
 
 class MultilevelRoIAlignPlugin : public nvinfer1::IPluginV3,
@@ -49,8 +52,8 @@ public:
 
     // IPluginV3OneBuild
     int32_t getNbOutputs() const noexcept override;
-    int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs,
-        nvinfer1::DataType const* inputTypes, int32_t nbInputs) const noexcept override;
+    int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs, nvinfer1::DataType const* inputTypes,
+        int32_t nbInputs) const noexcept override;
     int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs, nvinfer1::DimsExprs const* shapeInputs,
         int32_t nbShapeInputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs,
         nvinfer1::IExprBuilder& exprBuilder) noexcept override;

@@ -1,8 +1,8 @@
 #include "roi_align_plugin_fields.h"
 
 #include <cstdint>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 
 namespace instseg {
 
@@ -11,12 +11,13 @@ namespace {
 using nvinfer1::PluginField;
 using nvinfer1::PluginFieldType;
 
-constexpr char const* kOutputSize = "output_size";
-constexpr char const* kSamplingRatio = "sampling_ratio";
-constexpr char const* kAligned = "aligned";
-constexpr char const* kCanonicalBoxSize = "canonical_box_size";
-constexpr char const* kCanonicalLevel = "canonical_level";
-constexpr char const* kFeatmapStrides = "featmap_strides";
+// The field names are the op contract's (instseg/roi_align_contract.h, via the plugin header).
+using roi_align_contract::kAligned;
+using roi_align_contract::kCanonicalBoxSize;
+using roi_align_contract::kCanonicalLevel;
+using roi_align_contract::kFeatmapStrides;
+using roi_align_contract::kOutputSize;
+using roi_align_contract::kSamplingRatio;
 
 bool read_integers(PluginField const& field, std::vector<int64_t>& values)
 {
@@ -43,8 +44,8 @@ bool read_integer_list_text(PluginField const& field, std::vector<int64_t>& valu
     if (field.data == nullptr || field.length <= 0) {
         return false;
     }
-    std::string const text(static_cast<char const*>(field.data), strnlen(static_cast<char const*>(field.data),
-        static_cast<size_t>(field.length)));
+    std::string const text(static_cast<char const*>(field.data),
+        strnlen(static_cast<char const*>(field.data), static_cast<size_t>(field.length)));
     char const* cursor = text.c_str();
     while (*cursor != '\0') {
         if (*cursor == ',' || *cursor == ' ') {

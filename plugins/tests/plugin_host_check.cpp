@@ -11,6 +11,8 @@
 #include <memory>
 #include <string>
 
+#include "instseg/roi_align_contract.h"
+
 using namespace nvinfer1;
 
 namespace {
@@ -54,7 +56,7 @@ int main(int argc, char** argv)
         std::fprintf(stderr, "dlopen: %s\n", dlerror());
         return 2;
     }
-    using GetCreators = IPluginCreatorInterface* const* (*) (int32_t&);
+    using GetCreators = IPluginCreatorInterface* const* (*)(int32_t&);
     auto getCreators = reinterpret_cast<GetCreators>(dlsym(lib, "getCreators"));
     check(getCreators != nullptr, "getCreators is exported");
     check(dlsym(lib, "setLoggerFinder") != nullptr, "setLoggerFinder is exported");
@@ -66,21 +68,23 @@ int main(int argc, char** argv)
     check(nbCreators == 1, "one creator");
     check(std::strcmp(creators[0]->getInterfaceInfo().kind, "PLUGIN CREATOR_V3ONE") == 0, "creator is V3One");
     auto* creator = static_cast<IPluginCreatorV3One*>(creators[0]);
-    check(std::strcmp(creator->getPluginName(), "InstsegMultilevelRoIAlign") == 0, "plugin name");
-    check(std::strcmp(creator->getPluginVersion(), "1") == 0 && creator->getPluginNamespace()[0] == '\0',
-        "version 1, empty namespace");
+    namespace contract = instseg::roi_align_contract;
+    check(std::strcmp(creator->getPluginName(), contract::kOpType) == 0, "plugin name");
+    check(std::strcmp(creator->getPluginVersion(), contract::kPluginVersion) == 0
+            && std::strcmp(creator->getPluginNamespace(), contract::kPluginNamespace) == 0,
+        "plugin version and namespace");
     check(creator->getFieldNames()->nbFields == 6, "six fields advertised");
 
     // Fields as the ONNX parser builds them from the node (INT -> kINT32, INTS -> kINT32 array).
     int32_t outputSize = 14, samplingRatio = 0, aligned = 1, boxSize = 224, level = 4;
     int32_t strides[4] = {4, 8, 16, 32};
     PluginField fields[] = {
-        {"output_size", &outputSize, PluginFieldType::kINT32, 1},
-        {"sampling_ratio", &samplingRatio, PluginFieldType::kINT32, 1},
-        {"aligned", &aligned, PluginFieldType::kINT32, 1},
-        {"canonical_box_size", &boxSize, PluginFieldType::kINT32, 1},
-        {"canonical_level", &level, PluginFieldType::kINT32, 1},
-        {"featmap_strides", strides, PluginFieldType::kINT32, 4},
+        {contract::kOutputSize, &outputSize, PluginFieldType::kINT32, 1},
+        {contract::kSamplingRatio, &samplingRatio, PluginFieldType::kINT32, 1},
+        {contract::kAligned, &aligned, PluginFieldType::kINT32, 1},
+        {contract::kCanonicalBoxSize, &boxSize, PluginFieldType::kINT32, 1},
+        {contract::kCanonicalLevel, &level, PluginFieldType::kINT32, 1},
+        {contract::kFeatmapStrides, strides, PluginFieldType::kINT32, 4},
     };
     PluginFieldCollection fc{6, fields};
     std::unique_ptr<IPluginV3> plugin(creator->createPlugin("pooler", &fc, TensorRTPhase::kBUILD));
@@ -129,14 +133,14 @@ int main(int argc, char** argv)
     check(attached != nullptr, "attachToContext clones");
 
     char const* stridesText = "4,8,16,32"; // featmap_strides as a string attribute
-    PluginField textField{"featmap_strides", stridesText, PluginFieldType::kCHAR,
-        static_cast<int32_t>(std::strlen(stridesText))};
+    PluginField textField{
+        contract::kFeatmapStrides, stridesText, PluginFieldType::kCHAR, static_cast<int32_t>(std::strlen(stridesText))};
     PluginFieldCollection textFc{1, &textField};
     std::unique_ptr<IPluginV3> fromText(creator->createPlugin("pooler", &textFc, TensorRTPhase::kBUILD));
     check(fromText != nullptr, "featmap_strides accepted as text");
 
     int32_t badStrides[4] = {4, 8, 16, 24};
-    PluginField badField{"featmap_strides", badStrides, PluginFieldType::kINT32, 4};
+    PluginField badField{contract::kFeatmapStrides, badStrides, PluginFieldType::kINT32, 4};
     PluginFieldCollection badFc{1, &badField};
     std::unique_ptr<IPluginV3> bad(creator->createPlugin("pooler", &badFc, TensorRTPhase::kBUILD));
     check(bad == nullptr, "non power-of-two strides rejected");

@@ -1,5 +1,5 @@
 // One image in, Instances out: prepare -> batch -> backend -> postprocess. The same steps, in the
-// same order and arithmetic, as instseg_deploy.predictor.Predictor with channel_order="BGR".
+// same order and arithmetic, as instseg_deploy.runtime.predictor.Predictor with channel_order="BGR".
 #pragma once
 
 #include <memory>

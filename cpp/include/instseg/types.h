@@ -56,7 +56,7 @@ struct RawDetections {
 struct Instance {
   std::array<float, 4> box{};  // x0, y0, x1, y1
   float score = 0.0f;
-  int64_t class_id = 0;        // 0-based contiguous class index
+  int64_t class_id = 0;  // 0-based contiguous class index
   std::vector<uint8_t> mask;
 };
 

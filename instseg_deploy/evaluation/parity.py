@@ -40,7 +40,8 @@ class MatchReport:
 
     @property
     def match_rate(self) -> float:
-        """Share of detections, counting both sides, that found a partner (1.0 when both are empty)."""
+        """Pairs over the larger side's count (1.0 when both are empty): 1.0 exactly when every
+        detection on both sides found a partner."""
         total = max(self.num_reference, self.num_candidate)
         return 1.0 if total == 0 else self.matched / total
 
@@ -53,7 +54,11 @@ def match_detections(reference: Instances, candidate: Instances, min_box_iou: fl
                      max_score_diff: float = 1e-3) -> MatchReport:
     """Greedy matching in reference score order: same class, box IoU >= ``min_box_iou`` and
     |score difference| <= ``max_score_diff``; each candidate is used once. Matched masks' IoU
-    is recorded when both sides have masks."""
+    is recorded when both sides have masks.
+
+    Each reference, highest score first, takes the unused eligible candidate of highest box IoU
+    (greedy, not an optimal assignment: a later reference may be left without a partner).
+    """
     report = MatchReport(len(reference), len(candidate))
     if len(reference) == 0 or len(candidate) == 0:
         return report

@@ -20,13 +20,11 @@ constexpr int kThreadsPerBlock = 256;
 constexpr int64_t kMaxBlocks = int64_t{1} << 20; // grid-stride loop covers the rest
 
 template <typename T>
-__global__ void __launch_bounds__(kThreadsPerBlock) multilevel_roi_align_kernel(
-    T const* __restrict__ rois, FeaturePyramid<T> const pyramid, PoolerConfig const cfg, int64_t total,
-    T* __restrict__ output)
+__global__ void __launch_bounds__(kThreadsPerBlock) multilevel_roi_align_kernel(T const* __restrict__ rois,
+    FeaturePyramid<T> const pyramid, PoolerConfig const cfg, int64_t total, T* __restrict__ output)
 {
     int64_t const stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
-    for (int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; index < total;
-         index += stride) {
+    for (int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; index < total; index += stride) {
         output[index] = ElementIO<T>::store(multilevel_roi_align_element(rois, pyramid, cfg, index));
     }
 }
@@ -72,8 +70,8 @@ extern "C" int instseg_multilevel_roi_align_cuda(int dtype, void const* rois, in
 {
     using instseg::CallStatus;
     instseg::PoolerConfig cfg;
-    instseg::ConfigStatus const config_status = instseg::make_pooler_config(output_size, sampling_ratio, aligned,
-        canonical_box_size, canonical_level, featmap_strides, num_levels, cfg);
+    instseg::ConfigStatus const config_status = instseg::make_pooler_config(
+        output_size, sampling_ratio, aligned, canonical_box_size, canonical_level, featmap_strides, num_levels, cfg);
     if (config_status != instseg::ConfigStatus::kOk) {
         return static_cast<int>(config_status);
     }

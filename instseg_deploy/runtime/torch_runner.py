@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from instseg_deploy.backends.base import RawDetections
 from instseg_deploy.modeling import MaskRCNN
 from instseg_deploy.processing.preprocess import Batch
+from instseg_deploy.runtime.runner import RawDetections
 
 
 class TorchRunner:

@@ -10,7 +10,6 @@ from instseg_deploy.checkpoint import load_weights, read_checkpoint
 from instseg_deploy.checkpoint.loader import INSTSEG_KEY
 from instseg_deploy.class_names import default_class_names
 from instseg_deploy.config import InstsegConfig, config_from_tree, load_config
-from instseg_deploy.config.loader import merge_tree
 from instseg_deploy.errors import ConfigError
 from instseg_deploy.modeling import MaskRCNN, build_model
 
@@ -44,5 +43,3 @@ def load_model(config: str | os.PathLike | None, weights: str | os.PathLike,
     load_weights(model, ckpt, source=f"weights {Path(weights).name}")
     return model, cfg
 
-
-__all__ = ["load_model", "merge_tree"]

@@ -6,9 +6,9 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from instseg_deploy.backends.base import RawDetections, Runner
 from instseg_deploy.processing.postprocess import postprocess
 from instseg_deploy.processing.preprocess import Batch, PreprocessParams, preprocess
+from instseg_deploy.runtime.runner import RawDetections, Runner
 from instseg_deploy.structures import Instances
 
 

@@ -36,13 +36,13 @@ struct ElementIO<float> {
 
 // Attributes of the op after validation (see pooler_config.h).
 struct PoolerConfig {
-    int output_size;        // pooled height == pooled width
-    int sampling_ratio;     // > 0: fixed samples per bin side; 0: adaptive ceil(roi_size / output_size)
-    int aligned;            // 1: ROIAlignV2 half-pixel offset; 0: legacy ROIAlign (min RoI size 1)
-    int canonical_box_size; // 224 in detectron2
-    int canonical_level;    // 4 in detectron2
-    int num_levels;         // number of feature maps (P2..P5 -> 4)
-    int min_level;          // log2 of the first stride
+    int output_size;                  // pooled height == pooled width
+    int sampling_ratio;               // > 0: fixed samples per bin side; 0: adaptive ceil(roi_size / output_size)
+    int aligned;                      // 1: ROIAlignV2 half-pixel offset; 0: legacy ROIAlign (min RoI size 1)
+    int canonical_box_size;           // 224 in detectron2
+    int canonical_level;              // 4 in detectron2
+    int num_levels;                   // number of feature maps (P2..P5 -> 4)
+    int min_level;                    // log2 of the first stride
     float spatial_scales[kMaxLevels]; // 1 / stride of each level
 };
 

@@ -1,28 +1,29 @@
 """Finding and loading our TensorRT plugin library (``libinstseg_plugins.so``, see plugins/README.md).
 
-The plugin-flavoured ONNX export has one ``InstsegMultilevelRoIAlign`` node per pooler; TensorRT's
+The plugin-flavoured ONNX export has one RoIAlign node per pooler (``ops.roi_align_contract``); TensorRT's
 ONNX parser and runtime find its creator in the plugin registry, so the library must be loaded
 before parsing and before deserialising an engine that contains the plugin. Where to look, in
-order: an explicit path (``--plugin-lib``), the ``INSTSEG_PLUGIN_LIB`` environment variable, then
-``plugins/build/libinstseg_plugins.so`` in this source checkout (where CMake puts it).
+order: an explicit path (``--plugin-lib``), the ``INSTSEG_PLUGIN_LIB`` environment variable, the path an
+engine's sidecar recorded, then ``plugins/build/libinstseg_plugins.so`` under the working directory
+(where the build command, run in a checkout, puts it).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from instseg_deploy.errors import InstsegError
+from instseg_deploy.ops.roi_align_contract import OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
 LIBRARY_NAME = "libinstseg_plugins.so"
 PLUGIN_ENV = "INSTSEG_PLUGIN_LIB"
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_LIBRARY = REPO_ROOT / "plugins" / "build" / LIBRARY_NAME
-PLUGIN_OP = "InstsegMultilevelRoIAlign"  # plugin name = ONNX op_type, version "1", namespace ""
-PLUGIN_VERSION = "1"
-PLUGIN_NAMESPACE = ""
+# Relative to the working directory: where BUILD_COMMAND, run in a checkout, puts the library. An
+# installed wheel has no plugins/ folder, so it is never looked up through the package's own path.
+DEFAULT_LIBRARY = Path("plugins") / "build" / LIBRARY_NAME
 BUILD_COMMAND = ("cmake -S plugins -B plugins/build -DTENSORRT_ROOT=/path/to/TensorRT-10 "
                  "-DCMAKE_CUDA_ARCHITECTURES=\"80;86;89;90\" && cmake --build plugins/build -j")
 
@@ -83,17 +84,13 @@ def load_plugin_library(trt: Any, library: PluginLibrary) -> None:
     of the library is already registered, so an already-present creator is checked first.
     """
     registry = trt.get_plugin_registry()
-    if registry.get_creator(PLUGIN_OP, PLUGIN_VERSION, PLUGIN_NAMESPACE) is not None:
+    if registry.get_creator(OP_TYPE, PLUGIN_VERSION, PLUGIN_NAMESPACE) is not None:
         return
     handle = registry.load_library(str(library.path))
     if handle is None:
         raise PluginLibraryError(f"TensorRT could not load the plugin library {library.path} (built against "
                                  "another TensorRT version? see the TensorRT log above)")
-    if registry.get_creator(PLUGIN_OP, PLUGIN_VERSION, PLUGIN_NAMESPACE) is None:
-        raise PluginLibraryError(f"{library.path} loaded but registers no {PLUGIN_OP} v{PLUGIN_VERSION} creator; "
+    if registry.get_creator(OP_TYPE, PLUGIN_VERSION, PLUGIN_NAMESPACE) is None:
+        raise PluginLibraryError(f"{library.path} loaded but registers no {OP_TYPE} v{PLUGIN_VERSION} creator; "
                                  f"rebuild it from plugins/ ({BUILD_COMMAND})")
 
-
-def onnx_needs_plugin(proto) -> bool:
-    """Whether an ONNX ModelProto contains our plugin node (and so needs the library)."""
-    return any(node.op_type == PLUGIN_OP for node in proto.graph.node)

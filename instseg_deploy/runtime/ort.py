@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from instseg_deploy.backends.base import RawDetections
 from instseg_deploy.errors import InstsegError
-from instseg_deploy.export.metadata import parse_metadata
+from instseg_deploy.model_file.metadata import METADATA_KEY, parse_metadata
+from instseg_deploy.model_file.reader import read_onnx_metadata
+from instseg_deploy.ops.roi_align_contract import uses_plugin
+from instseg_deploy.processing.batching import fill_batch
 from instseg_deploy.processing.preprocess import Batch
+from instseg_deploy.runtime.runner import RawDetections
+from instseg_deploy.runtime.trt.profiles import input_profiles, resolve_image_range
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "trt": "TensorrtExecutionProvider"}
 OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
@@ -27,23 +30,6 @@ class SessionSettings:
     # per provider short name ("trt", "cuda"): ONNX Runtime provider options; "trt" defaults to
     # tensorrt_ep_options() (engine cache, explicit profile) in load_ort_runner
     provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-def read_onnx_metadata(path: str | os.PathLike) -> tuple[dict[str, str], Any]:
-    """(metadata_props, ModelProto without weights) with clear errors for missing/broken files."""
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    path = Path(path)
-    if not path.is_file():
-        raise InstsegError(f"model file not found: {path}")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, RuntimeError, ValueError, OSError) as e:
-        raise InstsegError(f"{path} is not a readable ONNX model ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
-    if not proto.graph.node:
-        raise InstsegError(f"{path} is not a readable ONNX model (no graph)")
-    return {p.key: p.value for p in proto.metadata_props}, proto
 
 
 def create_session(path: str | os.PathLike, settings: SessionSettings, proto=None):
@@ -63,24 +49,19 @@ def create_session(path: str | os.PathLike, settings: SessionSettings, proto=Non
                                f"(available: {', '.join(available)}); for cuda/trt install onnxruntime-gpu")
         providers.append((PROVIDERS[name], settings.provider_options.get(name, {})))
     if settings.optimization not in OPT_LEVELS:
-        raise InstsegError(f"unknown optimisation level {settings.optimization!r} (choose from {', '.join(OPT_LEVELS)})")
+        raise InstsegError(f"unknown optimisation level {settings.optimization!r} "
+                           f"(choose from {', '.join(OPT_LEVELS)})")
     options = ort.SessionOptions()
     options.intra_op_num_threads = settings.threads
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[settings.optimization])
     options.log_severity_level = 3
     model: str | bytes = str(path)
-    if proto is not None and _has_plugin_nodes(proto):
+    if proto is not None and uses_plugin(proto):
         model = _plugin_model_for_ort(path, options)
     try:
         return ort.InferenceSession(model, sess_options=options, providers=providers)
     except Exception as e:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
         raise InstsegError(f"ONNX Runtime cannot load {path}: {str(e).splitlines()[0][:200]}") from None
-
-
-def _has_plugin_nodes(proto) -> bool:
-    from instseg_deploy.ops.ort_custom_op import OP_TYPE
-
-    return any(node.op_type == OP_TYPE for node in proto.graph.node)
 
 
 def _plugin_model_for_ort(path: str | os.PathLike, options) -> bytes:
@@ -109,18 +90,9 @@ class OrtRunner:
         self.pad_to = tuple(size) if isinstance(size, list) else None
 
     def run(self, batch: Batch) -> RawDetections:
-        n = batch.images.shape[0]
-        images, sizes, originals = batch.images, batch.image_sizes, batch.original_sizes
-        if self.max_batch is not None and n < self.max_batch:
-            # A fixed-batch graph: fill the slots with small blank images and drop their results.
-            fill = self.max_batch - n
-            mean = np.asarray(self.meta["preprocess"]["pixel_mean"], np.float32)[None, :, None, None]
-            images = np.concatenate([images, np.broadcast_to(mean, (fill, *images.shape[1:]))])
-            sizes = np.concatenate([sizes, np.full((fill, 2), 32, np.int64)])
-            originals = np.concatenate([originals, np.full((fill, 2), 32, np.int64)])
-        feeds = {"images": images, "image_sizes": sizes}
-        if "original_sizes" in self.input_names:
-            feeds["original_sizes"] = originals
+        # A fixed-batch graph: the missing slots get blank images whose results are dropped.
+        feeds, n = fill_batch(batch, self.meta["preprocess"]["pixel_mean"], self.input_names,
+                              batch_size=self.max_batch or 0)
         out = dict(zip(self.output_names, self.session.run(None, feeds)))
         keep = out["batch_idx"] < n
         return RawDetections(out["boxes"][keep], out["scores"][keep], out["classes"][keep].astype(np.int64),
@@ -132,7 +104,10 @@ def load_ort_runner(path: str | os.PathLike, settings: SessionSettings | None = 
                     config_fallback: dict[str, Any] | None = None) -> OrtRunner:
     """Read metadata (or use ``config_fallback`` for a model without it) and build the runner."""
     props, proto = read_onnx_metadata(path)
-    meta = config_fallback if config_fallback is not None and "instseg" not in props else parse_metadata(props, str(path))
+    if config_fallback is not None and METADATA_KEY not in props:
+        meta = config_fallback
+    else:
+        meta = parse_metadata(props, str(path))
     settings = settings or SessionSettings()
     if "trt" in settings.providers and "trt" not in settings.provider_options:
         settings = replace(settings, provider_options={**settings.provider_options, "trt": tensorrt_ep_options(
@@ -148,7 +123,6 @@ def tensorrt_ep_options(meta: dict[str, Any], input_names: list[str], fp16: bool
     every input the preprocessing can produce (the instseg export --to trt defaults); without it
     the EP rebuilds its engine whenever an image size falls outside the shapes seen so far.
     """
-    from instseg_deploy.export.trt_build import input_profiles, resolve_image_range
     from instseg_deploy.ops.native_build import cache_root
 
     profiles = input_profiles(resolve_image_range(meta), input_names)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 from instseg_deploy.errors import InstsegError
-from instseg_deploy.predictor import Predictor
 from instseg_deploy.processing.preprocess import PreprocessParams
+from instseg_deploy.runtime.predictor import Predictor
 
 BACKENDS = ("torch", "ort", "trt")
 
@@ -23,8 +23,8 @@ def load_predictor(backend: str = "torch", config: str | os.PathLike | None = No
     if backend == "torch":
         if weights is None:
             raise InstsegError("--weights is required for --backend torch")
-        from instseg_deploy.backends.torch_backend import TorchRunner
-        from instseg_deploy.model_files import load_model
+        from instseg_deploy.runtime.torch_model import load_model
+        from instseg_deploy.runtime.torch_runner import TorchRunner
 
         net, cfg = load_model(config, weights, score_thresh=score_thresh)
         return Predictor(TorchRunner(net, device), PreprocessParams.from_model_config(cfg.model), cfg.class_names,
@@ -32,15 +32,16 @@ def load_predictor(backend: str = "torch", config: str | os.PathLike | None = No
     if backend == "ort":
         if model is None:
             raise InstsegError("--model (an exported .onnx file) is required for --backend ort")
-        from instseg_deploy.backends.ort_backend import SessionSettings, load_ort_runner
+        from instseg_deploy.runtime.ort import SessionSettings, load_ort_runner
 
         fallback = _metadata_from_config(config) if config is not None else None
         runner = load_ort_runner(model, SessionSettings(tuple(providers), threads, optimization), fallback)
         return exported_model_predictor(runner, model, score_thresh)
     if backend == "trt":
         if model is None:
-            raise InstsegError("--model (a TensorRT .engine from `instseg export --to trt`) is required for --backend trt")
-        from instseg_deploy.backends.trt_backend import load_trt_runner
+            raise InstsegError("--model (a TensorRT .engine from `instseg export --to trt`) is required for "
+                               "--backend trt")
+        from instseg_deploy.runtime.trt.runner import load_trt_runner
 
         return exported_model_predictor(load_trt_runner(model, device=device), model, score_thresh)
     raise InstsegError(f"unknown backend {backend!r} (available: {', '.join(BACKENDS)})")
@@ -48,7 +49,7 @@ def load_predictor(backend: str = "torch", config: str | os.PathLike | None = No
 
 def exported_model_predictor(runner, model, score_thresh: float | None) -> Predictor:
     """A predictor for an exported model: classes, preprocessing and thresholds from its metadata."""
-    from instseg_deploy.export.metadata import preprocess_params
+    from instseg_deploy.model_file.metadata import preprocess_params
 
     meta = runner.meta
     if score_thresh is not None and score_thresh < meta["postprocess"]["score_thresh"]:
@@ -60,9 +61,9 @@ def exported_model_predictor(runner, model, score_thresh: float | None) -> Predi
 
 def _metadata_from_config(config: str | os.PathLike) -> dict:
     """Metadata equivalent for an ONNX file exported elsewhere, taken from its detectron2 config."""
-    from instseg_deploy.config import load_config
     from instseg_deploy.class_names import default_class_names
-    from instseg_deploy.export.metadata import build_metadata
+    from instseg_deploy.config import load_config
+    from instseg_deploy.model_file.metadata import build_metadata
 
     cfg = load_config(config)
     cfg.class_names = default_class_names(cfg.model.num_classes)

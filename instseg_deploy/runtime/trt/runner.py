@@ -16,50 +16,32 @@ from typing import Any
 
 import numpy as np
 
-from instseg_deploy.backends.base import RawDetections
 from instseg_deploy.errors import InstsegError
-from instseg_deploy.export.trt_build import IMAGE_INPUT, ShapeRange, make_logger, torch_dtype
-from instseg_deploy.export.trt_sidecar import check_sidecar, current_device_info, import_tensorrt, read_sidecar
+from instseg_deploy.model_file.sidecar import read_sidecar
+from instseg_deploy.processing.batching import fill_batch
 from instseg_deploy.processing.preprocess import Batch
-
-BLANK_SIZE = 32  # (h, w) reported for filler images added to reach the profile's smallest batch
-
-
-def device_index(device: str) -> int:
-    """'cuda', 'cuda:1' (or the CLI's default 'cpu', meaning the first GPU) -> CUDA device index."""
-    if device in ("cpu", "cuda"):
-        return 0
-    if device.startswith("cuda:") and device[5:].isdigit():
-        return int(device[5:])
-    raise InstsegError(f"--device {device!r} is not a CUDA device for --backend trt (use cuda or cuda:N)")
+from instseg_deploy.runtime.runner import RawDetections
+from instseg_deploy.runtime.trt.profiles import IMAGE_INPUT, ShapeRange
+from instseg_deploy.runtime.trt.sidecar import check_sidecar, current_device_info
+from instseg_deploy.runtime.trt.util import device_index, import_tensorrt, make_logger, torch_dtype
 
 
 def fit_to_profile(batch: Batch, image_range: ShapeRange, pixel_mean: tuple[float, float, float],
                    input_names: list[str]) -> dict[str, np.ndarray]:
     """Feeds for one run, grown to the profile's minimum batch and size where needed.
 
-    Padding is the pixel mean (0 after the graph normalises, as for any padded image) and filler
-    images get a tiny size; their detections are dropped by batch index afterwards. A batch larger
-    than the profile allows is an error with the fix (the predictor already splits by max_batch).
+    Filler images are blank (see ``processing.batching``); their detections are dropped by batch
+    index afterwards. A batch larger than the profile allows is an error with the fix (the
+    predictor already splits by max_batch).
     """
-    images, sizes, originals = batch.images, batch.image_sizes, batch.original_sizes
-    n, _, h, w = images.shape
+    n, _, h, w = batch.images.shape
     max_n, _, max_h, max_w = image_range.max
     min_n, _, min_h, min_w = image_range.min
     if n > max_n or h > max_h or w > max_w:
         raise InstsegError(f"the batch needs {n}x3x{h}x{w} but the engine accepts at most {max_n}x3x{max_h}x{max_w}; "
                            "rebuild it with a larger --max-shape (or --size/--batch)")
-    target = (max(n, min_n), 3, max(h, min_h), max(w, min_w))
-    if target != images.shape:
-        grown = np.empty(target, dtype=np.float32)
-        grown[:] = np.asarray(pixel_mean, dtype=np.float32)[None, :, None, None]
-        grown[:n, :, :h, :w] = images
-        images = grown
-        fill = target[0] - n
-        sizes = np.concatenate([sizes, np.full((fill, 2), BLANK_SIZE, np.int64)])
-        originals = np.concatenate([originals, np.full((fill, 2), BLANK_SIZE, np.int64)])
-    feeds = {IMAGE_INPUT: images, "image_sizes": sizes, "original_sizes": originals}
-    return {name: feeds[name] for name in input_names}
+    feeds, _ = fill_batch(batch, pixel_mean, input_names, batch_size=min_n, size=(min_h, min_w))
+    return feeds
 
 
 def make_output_allocator(trt, device):
@@ -233,7 +215,7 @@ def load_trt_runner(path: str | Path, plugin_lib: str | Path | None = None, devi
     """
     import torch
 
-    from instseg_deploy.backends.trt_plugin_lib import find_plugin_library, load_plugin_library
+    from instseg_deploy.runtime.trt.plugin_library import find_plugin_library, load_plugin_library
 
     path = Path(path)
     sidecar = read_sidecar(path)

@@ -42,8 +42,8 @@ int build_pyramid(void const* const* features, int num_levels, int batch, int ch
 }
 
 template <typename T>
-int dispatch(void const* rois, int64_t num_rois, void const* const* features, int num_levels, int batch,
-    int channels, int const* heights, int const* widths, PoolerConfig const& cfg, void* output)
+int dispatch(void const* rois, int64_t num_rois, void const* const* features, int num_levels, int batch, int channels,
+    int const* heights, int const* widths, PoolerConfig const& cfg, void* output)
 {
     FeaturePyramid<T> pyramid;
     int const status = build_pyramid<T>(features, num_levels, batch, channels, heights, widths, pyramid);
@@ -65,8 +65,8 @@ extern "C" int instseg_multilevel_roi_align_cpu(int dtype, void const* rois, int
     int canonical_level, void* output)
 {
     PoolerConfig cfg;
-    ConfigStatus const config_status = instseg::make_pooler_config(output_size, sampling_ratio, aligned,
-        canonical_box_size, canonical_level, featmap_strides, num_levels, cfg);
+    ConfigStatus const config_status = instseg::make_pooler_config(
+        output_size, sampling_ratio, aligned, canonical_box_size, canonical_level, featmap_strides, num_levels, cfg);
     if (config_status != ConfigStatus::kOk) {
         return static_cast<int>(config_status);
     }

@@ -1,1 +1,0 @@
-"""Inference backends. Each adds only how it runs a preprocessed batch; heavy imports stay lazy."""

@@ -1,0 +1,33 @@
+"""What the benchmark needs to know about the models it times: a row's precision label and the
+torch model whose FLOPs stand for every backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from instseg_deploy.errors import InstsegError
+from instseg_deploy.model_file.reader import read_model_file
+from instseg_deploy.modeling import MaskRCNN
+
+
+def precision_label(model: Path) -> str:
+    """fp32, fp16 or int8, as the exported model's metadata records it (fp32 for a foreign model)."""
+    return read_model_file(model).precision
+
+
+def flops_model(config: Path | None, weights: Path | None, models: list[Path]) -> MaskRCNN:
+    """The torch model whose conv/matmul FLOPs stand for every backend (same graph): from
+    ``config``/``weights``, else the architecture recorded in the first exported model (.onnx or .engine)."""
+    if weights is not None:
+        from instseg_deploy.runtime.torch_model import load_model
+
+        return load_model(config, weights)[0]
+    import yaml
+
+    from instseg_deploy.config.loader import config_from_tree
+    from instseg_deploy.modeling import build_model
+
+    meta = read_model_file(models[0]).metadata
+    if meta is None or "config" not in meta:
+        raise InstsegError("FLOPs need the model's architecture: pass --config/--weights or an instseg-exported model")
+    return build_model(config_from_tree(yaml.safe_load(meta["config"])).model)

@@ -1,0 +1,162 @@
+"""A benchmark run: every (backend/model, batch, threads) row measured against the machine's compute peak."""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from instseg_deploy.bench.flops import count_gflops, measure_gpu_peak_gflops, measure_peak_gflops
+from instseg_deploy.bench.inputs import generated_images, resized_copies
+from instseg_deploy.bench.machine import machine_info
+from instseg_deploy.bench.models import flops_model, precision_label
+from instseg_deploy.bench.rows import RowSpec, image_paths, measure_rows
+from instseg_deploy.errors import InstsegError
+from instseg_deploy.image_io import read_image
+from instseg_deploy.modeling import MaskRCNN
+from instseg_deploy.processing.preprocess import PreprocessParams, preprocess
+from instseg_deploy.runtime.factory import BACKENDS
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchRequest:
+    """What to measure. ``models``: exported .onnx (ort rows) and .engine (trt rows) files; without an
+    .onnx the ort rows time a fresh export of ``weights``. ``images``: a folder (default: 8 generated
+    images); ``size``: resize them to exactly this HxW so the network sees it. One row per backend/model,
+    batch size and thread count; ``iters`` timed iterations per row and round, ``rounds`` round-robin
+    over the rows, split among ``processes`` successive processes per row (see bench.rows)."""
+
+    backends: tuple[str, ...]
+    config: Path | None = None
+    weights: Path | None = None
+    models: tuple[Path, ...] = ()
+    images: Path | None = None
+    size: tuple[int, int] | None = None
+    batches: tuple[int, ...] = (1,)
+    thread_counts: tuple[int, ...] = (1,)
+    warmup: int = 2
+    iters: int = 10
+    device: str = "cpu"
+    rounds: int = 1
+    processes: int = 1
+
+    def check(self) -> None:
+        """One clear error for a request that cannot run, before anything is loaded."""
+        unknown = set(self.backends) - set(BACKENDS)
+        if unknown:
+            raise InstsegError(f"unknown backend(s) {sorted(unknown)} (choose from {', '.join(BACKENDS)})")
+        if "torch" in self.backends and self.weights is None:
+            raise InstsegError("--backend torch needs --weights (and --config for detectron2 checkpoints)")
+        if "trt" in self.backends and not any(m.suffix == ".engine" for m in self.models):
+            raise InstsegError("--backend trt needs --model model.engine (from `instseg export --to trt`)")
+        for m in self.models:
+            if not m.is_file():
+                raise InstsegError(f"model file not found: {m}")
+        if self.device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():  # else the GPU peak measurement fails first, with a traceback
+                raise InstsegError(f"--device {self.device}: torch sees no CUDA GPU here (`instseg doctor` says why)")
+
+
+def run_bench(request: BenchRequest, on_message: Callable[[str], None] | None = None) -> dict:
+    """Measure every row of ``request``; returns the result dict bench.report writes. ``on_message``
+    hears what the run is doing (exporting, measuring the peak, which row and round)."""
+    say = on_message or (lambda _: None)
+    request.check()
+    hw = request.size
+    with tempfile.TemporaryDirectory(prefix="instseg-bench-") as tmp:
+        tmp = Path(tmp)
+        folder = request.images or generated_images(tmp / "synth")
+        paths = list(image_paths(folder))
+        if hw:
+            paths = resized_copies(paths, tmp / "resized", *hw)
+        onnx_models = [m for m in request.models if m.suffix == ".onnx"]
+        if "ort" in request.backends and not onnx_models:
+            onnx_models = [_export_for_ort(request, tmp / "model.onnx", say)]
+        net = flops_model(request.config, request.weights, onnx_models or list(request.models))
+        gflops = count_gflops(net, preprocess([read_image(paths[0])[0]], _params_for(net, hw)))
+        specs = _row_specs(request, tuple(paths), onnx_models)
+        peaks, peak_source = _peaks(request, say)
+        # A small sgemm after every round tracks the machine's own speed through the run (a shared
+        # VM's moves by tens of percent within minutes), so two runs' tables can be told apart from it.
+        machine_gflops: list[float] = []
+        probe = None if request.device.startswith("cuda") else (
+            lambda: machine_gflops.append(measure_peak_gflops(max(request.thread_counts), size=1024, repeats=3)))
+        rows = measure_rows(specs, request.rounds, progress=say, after_round=probe, processes=request.processes)
+    for spec, row in zip(specs, rows):
+        row["gflops_per_image"] = gflops
+        row["achieved_gflops_per_s"] = gflops * row["model_images_per_s"]
+        row["percent_of_peak"] = 100 * row["achieved_gflops_per_s"] / peaks[spec.threads]
+    return {
+        "input": input_label(rows),
+        "peak_gflops_per_s": max(peaks.values()), "peak_threads": max(peaks, key=peaks.get),
+        "peak_source": peak_source,
+        "peaks_by_threads": peaks, "machine_gflops_by_round": machine_gflops, "machine": machine_info(request.device),
+        "rows": rows,
+    }
+
+
+def _export_for_ort(request: BenchRequest, out: Path, say: Callable[[str], None]) -> Path:
+    if request.weights is None:
+        raise InstsegError("--backend ort needs --model model.onnx, or --weights to export one")
+    from instseg_deploy.export.onnx_export import export_onnx
+    from instseg_deploy.runtime.torch_model import load_model
+
+    say("exporting the model to ONNX for the ort rows")
+    net, cfg = load_model(request.config, request.weights)
+    return export_onnx(net, cfg, out).path
+
+
+def _row_specs(request: BenchRequest, images: tuple[str, ...], onnx_models: list[Path]) -> list[RowSpec]:
+    """Rows in table order: for every batch and thread count, torch, then each ort model, then each engine."""
+    hw = request.size
+    specs = []
+    for b in request.batches:
+        for t in request.thread_counts:
+            common = dict(batch=b, threads=t, images=images, warmup=request.warmup, iters=request.iters,
+                          min_size=min(hw) if hw else None, max_size=max(hw) if hw else None, device=request.device)
+            if "torch" in request.backends:
+                specs.append(RowSpec("torch", "torch fp32", config=_s(request.config), weights=_s(request.weights),
+                                     **common))
+            if "ort" in request.backends:
+                specs += [RowSpec("ort", f"ort {precision_label(m)}", model=str(m), **common) for m in onnx_models]
+            if "trt" in request.backends:
+                specs += [RowSpec("trt", "trt", model=str(m), **common) for m in request.models
+                          if m.suffix == ".engine"]
+    return specs
+
+
+def _peaks(request: BenchRequest, say: Callable[[str], None]) -> tuple[dict[int, float], str]:
+    """({threads: peak GFLOP/s}, what was measured): the limit each row's achieved GFLOP/s is set against."""
+    if request.device.startswith("cuda"):  # GPU rows run against the GPU's limit, whatever the CPU threads
+        say(f"measuring the GEMM peak of {request.device}")
+        gpu_peak, source = measure_gpu_peak_gflops(request.device)
+        return dict.fromkeys(request.thread_counts, gpu_peak), source
+    peaks = {}
+    for t in request.thread_counts:
+        say(f"measuring the sgemm peak with {t} thread(s)")
+        peaks[t] = measure_peak_gflops(t)
+    return peaks, f"float32 sgemm, {max(peaks, key=peaks.get)} threads"
+
+
+def input_label(rows: list[dict]) -> str:
+    """The padded input size(s) the rows ran, e.g. "800x1344 padded" or "320x416 to 384x512 padded"."""
+    sizes = sorted({tuple(hw) for row in rows for hw in row["input_hws"]}, key=lambda hw: hw[0] * hw[1])
+    if not sizes:
+        return ""
+    label = "x".join(map(str, sizes[0]))
+    if len(sizes) > 1:
+        label += " to " + "x".join(map(str, sizes[-1]))
+    return label + " padded"
+
+
+def _s(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _params_for(model: MaskRCNN, hw: tuple[int, int] | None) -> PreprocessParams:
+    params = PreprocessParams.from_model_config(model.cfg)
+    return dataclasses.replace(params, min_size=min(hw), max_size=max(hw)) if hw else params

@@ -1,0 +1,1 @@
+"""TensorRT runtime (Polygraphy-style split): util, profiles, sidecar checks, plugin library, runner."""

@@ -1,0 +1,71 @@
+"""Small TensorRT helpers every TensorRT module needs: importing it, its logger, tensor types, devices."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from instseg_deploy.errors import InstsegError
+
+TRT_INSTALL = "pip install \"tensorrt-cu12>=10,<11\" (TensorRT 10 for CUDA 12; tensorrt-cu13 for CUDA 13)"
+
+log = logging.getLogger("instseg_deploy.tensorrt")
+
+
+class TensorRTUnavailable(InstsegError):
+    """TensorRT or a CUDA GPU is missing on this machine."""
+
+
+def import_tensorrt():
+    """The ``tensorrt`` module, or one line saying it is missing and how to install it."""
+    try:
+        import tensorrt
+    except ImportError as e:
+        detail = "" if e.name == "tensorrt" else f" ({e})"  # installed but broken, e.g. missing libnvinfer
+        raise TensorRTUnavailable(f"TensorRT is not installed{detail}: {TRT_INSTALL}") from None
+    return tensorrt
+
+
+def make_logger(trt):
+    """A TensorRT logger: warnings and errors go to ``logging`` (instseg_deploy.tensorrt), and
+    errors are also kept so that our messages can quote TensorRT's last one."""
+
+    class CollectingLogger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+            self.lock = threading.Lock()  # TensorRT logs from its builder threads
+
+        def log(self, severity, msg):
+            level = int(severity)  # INTERNAL_ERROR 0, ERROR 1, WARNING 2, INFO 3, VERBOSE 4
+            if level <= int(trt.ILogger.Severity.ERROR):
+                with self.lock:
+                    self.errors.append(str(msg))
+                log.error("TensorRT: %s", msg)
+            elif level <= int(trt.ILogger.Severity.WARNING):
+                log.warning("TensorRT: %s", msg)
+
+    return CollectingLogger()
+
+
+_TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT32": "int32", "INT64": "int64", "BOOL": "bool",
+                 "INT8": "int8", "UINT8": "uint8", "BF16": "bfloat16"}
+
+
+def torch_dtype(trt_dtype):
+    """torch dtype of a ``trt.DataType`` (by member name: FLOAT, HALF, INT32, INT64, BOOL, ...)."""
+    import torch
+
+    name = getattr(trt_dtype, "name", str(trt_dtype).rsplit(".", 1)[-1])
+    if name not in _TORCH_DTYPES:
+        raise InstsegError(f"TensorRT tensor type {name} has no torch equivalent here")
+    return getattr(torch, _TORCH_DTYPES[name])
+
+
+def device_index(device: str) -> int:
+    """'cuda', 'cuda:1' (or the CLI's default 'cpu', meaning the first GPU) -> CUDA device index."""
+    if device in ("cpu", "cuda"):
+        return 0
+    if device.startswith("cuda:") and device[5:].isdigit():
+        return int(device[5:])
+    raise InstsegError(f"--device {device!r} is not a CUDA device for --backend trt (use cuda or cuda:N)")
