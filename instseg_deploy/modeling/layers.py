@@ -77,3 +77,17 @@ def c2_xavier_fill(module: nn.Module) -> None:
     nn.init.kaiming_uniform_(module.weight, a=1)
     if module.bias is not None:
         nn.init.constant_(module.bias, 0)
+
+
+def add_conv_stack(module: nn.Module, prefix: str, in_channels: int, num_conv: int, conv_dim: int,
+                   norm: str) -> int:
+    """Add ``num_conv`` 3x3 conv (+ norm) + ReLU layers named ``{prefix}1..N`` to ``module`` (the
+    box and mask heads' conv towers, detectron2's names and MSRA init); returns the output channels."""
+    channels = in_channels
+    for i in range(num_conv):
+        conv = Conv2d(channels, conv_dim, 3, padding=1, bias=norm == "", norm=make_norm(norm, conv_dim),
+                      activation=F.relu)
+        c2_msra_fill(conv)
+        module.add_module(f"{prefix}{i + 1}", conv)
+        channels = conv_dim
+    return channels

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from instseg_deploy.config.types import BoxHeadConfig, MaskHeadConfig, ROIHeadsConfig
 from instseg_deploy.modeling.box_ops import apply_deltas, batched_nms, clip_boxes, rank_within_group
-from instseg_deploy.modeling.layers import Conv2d, c2_msra_fill, c2_xavier_fill, make_norm
+from instseg_deploy.modeling.layers import add_conv_stack, c2_msra_fill, c2_xavier_fill
 from instseg_deploy.modeling.poolers import MultilevelRoIAlign
 
 
@@ -19,13 +19,8 @@ class FastRCNNConvFCHead(nn.Module):
 
     def __init__(self, in_channels: int, resolution: int, cfg: BoxHeadConfig):
         super().__init__()
-        channels, size = in_channels, resolution * resolution
-        for i in range(cfg.num_conv):
-            conv = Conv2d(channels, cfg.conv_dim, 3, padding=1, bias=cfg.norm == "",
-                          norm=make_norm(cfg.norm, cfg.conv_dim), activation=F.relu)
-            c2_msra_fill(conv)
-            self.add_module(f"conv{i + 1}", conv)
-            channels = cfg.conv_dim
+        size = resolution * resolution
+        channels = add_conv_stack(self, "conv", in_channels, cfg.num_conv, cfg.conv_dim, cfg.norm)
         self.num_conv, self.num_fc = cfg.num_conv, cfg.num_fc
         dim = channels * size
         for i in range(cfg.num_fc):
@@ -67,13 +62,7 @@ class MaskRCNNConvUpsampleHead(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, cfg: MaskHeadConfig):
         super().__init__()
-        channels = in_channels
-        for i in range(cfg.num_conv):
-            conv = Conv2d(channels, cfg.conv_dim, 3, padding=1, bias=cfg.norm == "",
-                          norm=make_norm(cfg.norm, cfg.conv_dim), activation=F.relu)
-            c2_msra_fill(conv)
-            self.add_module(f"mask_fcn{i + 1}", conv)
-            channels = cfg.conv_dim
+        channels = add_conv_stack(self, "mask_fcn", in_channels, cfg.num_conv, cfg.conv_dim, cfg.norm)
         self.num_conv = cfg.num_conv
         self.deconv = nn.ConvTranspose2d(channels, cfg.conv_dim, 2, stride=2)
         c2_msra_fill(self.deconv)
