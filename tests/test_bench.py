@@ -39,17 +39,21 @@ def test_bench_torch_and_ort_rows(tmp_path, tiny_weights):
     assert report["peak_gflops_per_s"] > 0 and report["machine"]["cores"] >= 1
     assert report["input"] == "128x192 padded" and report["peak_source"].startswith("float32 sgemm")
     assert len(report["machine_gflops_by_round"]) == 2 and min(report["machine_gflops_by_round"]) > 0
+    # fp32 rows only: the f32 sgemm is their peak and nothing else is measured.
+    assert report["peaks_by_compute"] == {"f32": report["peaks_by_threads"]} and report["machine"]["isa"]
     for row in rows:
         for key in ("end_to_end_ms", "model_ms"):
             s = row[key]
             assert 0 < s["p50"] <= s["p90"] <= s["p99"] and s["mean"] > 0
         assert row["images_per_s"] > 0 and row["startup_s"] > 0 and row["peak_rss_mb"] > 50
         assert row["gflops_per_image"] > 0 and 0 < row["percent_of_peak"]
+        assert row["peak_compute"] == "f32" and row["peak_gflops_per_s"] == report["peaks_by_threads"]["1"]
         assert row["input_hw"] == [128, 192] and row["input_hws"] == [[128, 192]]
         assert row["rounds"] == 2 and row["processes"] == 2 and len(row["round_p50_ms"]) == 2
         assert "end_to_end_s" not in row
     table = (out / "b.md").read_text()
     assert table.count("\n| ") == 1 + len(rows) and "% peak" in table
+    assert f"CPU: {report['machine']['cpu']} ({report['machine']['isa']})" in table and "| f32 " in table
     assert (out / "b.png").read_bytes()[:4] == b"\x89PNG"
 
 

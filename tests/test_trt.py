@@ -703,7 +703,8 @@ def _env(**changes):
     base = dict(torch_version="2.5.0", torch_cuda="12.4", gpus=["NVIDIA L4"], ort_version="1.20.0",
                 ort_providers=["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
                 trt_version="10.3.0", trt_problem=None, plugin_library=Path("/opt/libinstseg_plugins.so"),
-                plugin_problem="/opt/libinstseg_plugins.so (from plugins/build)")
+                plugin_problem="/opt/libinstseg_plugins.so (from plugins/build)", openvino_version="2026.4.1",
+                openvino_capabilities=["BF16", "FP32", "INT8"])
     base.update(changes)
     return doctor_cli.Environment(**base)
 
@@ -714,7 +715,7 @@ def _rows(env):
 
 def test_doctor_on_a_full_gpu_machine():
     rows = _rows(_env())
-    assert list(rows) == ["torch", "torch-cuda", "ort", "ort-cuda", "ort-trt", "trt", "trt-plugin"]
+    assert list(rows) == ["torch", "torch-cuda", "ort", "ort-cuda", "ort-trt", "openvino", "trt", "trt-plugin"]
     assert all(row.usable and row.fix is None for row in rows.values())
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -67,3 +69,90 @@ def measure_gpu_peak_gflops(device: str, size: int = 8192, repeats: int = 10) ->
         return 2 * size**3 / best / 1e9, f"float32 GEMM on {name}{' with TF32 tensor cores' if tf32 else ''}"
     finally:
         torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+# Compute types a row's "% of peak" is set against; OpenVINO measures bf16 and int8 (its CPU plugin is what
+# runs them on AMX / AVX512-BF16 / VNNI), torch's sgemm measures f32 (``measure_peak_gflops``).
+OPENVINO_COMPUTE = ("f32", "bf16", "int8")
+
+
+@dataclass(frozen=True)
+class GemmPeak:
+    """One measured peak: GFLOP/s (None: not measured), what was measured or why not, and for OpenVINO
+    the kernel its runtime model reports for the MatMul (see :func:`gemm_kernel`)."""
+
+    gflops: float | None
+    source: str
+    kernel: dict[str, str] | None = None
+
+
+def measure_openvino_peak(compute: str, threads: int, size: int = 1024, repeats: int = 10) -> GemmPeak:
+    """Best GEMM throughput (GFLOP/s, multiply-add = 2 ops; GOP/s for int8) of OpenVINO's CPU plugin on one
+    ``size``-cubed MatMul with constant weights, for ``compute`` f32, bf16 (INFERENCE_PRECISION_HINT bf16)
+    or int8 (FakeQuantize on both inputs: u8 activations, i8 weights), with ``threads`` threads.
+
+    The result names the kernel the compiled model runs (from its runtime model); where openvino is not
+    importable its ``gflops`` is None and ``source`` says why. A CPU without the requested precision's
+    kernels runs something else (OpenVINO falls back to f32 for bf16 without BF16); ``source`` says what."""
+    if compute not in OPENVINO_COMPUTE:
+        raise ValueError(f"compute must be one of {OPENVINO_COMPUTE}, got {compute!r}")
+    try:
+        import openvino as ov
+    except ImportError as e:
+        return GemmPeak(None, f"no {compute} peak: openvino is not importable ({e}); `pip install openvino` "
+                              "measures it")
+    import time
+
+    version = ov.__version__.split("-")[0]
+    try:
+        compiled = ov.Core().compile_model(_openvino_gemm(size, int8=compute == "int8"), "CPU", {
+            "INFERENCE_PRECISION_HINT": "bf16" if compute == "bf16" else "f32", "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY"})
+        request = compiled.create_infer_request()
+        x = np.random.default_rng(1).random((size, size), dtype=np.float32)
+        request.infer({0: x})  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            request.infer({0: x})
+            best = min(best, time.perf_counter() - start)
+    except RuntimeError as e:  # e.g. no CPU plugin for this machine
+        return GemmPeak(None, f"no {compute} peak: OpenVINO {version} could not run a {compute} GEMM here ({e})")
+    kernel = gemm_kernel(compiled)
+    ran = (f"{kernel.get('layerType')} {kernel.get('primitiveType')}, runtime precision "
+           f"{kernel.get('runtimePrecision')}" if kernel else "kernel not reported")
+    threads_text = f"{threads} thread" + "s" * (threads != 1)
+    source = f"{compute} GEMM {size}x{size}x{size} through OpenVINO {version}, {threads_text}: {ran}"
+    return GemmPeak(2 * size**3 / best / 1e9, source, kernel)
+
+
+def _openvino_gemm(size: int, int8: bool):
+    """An ov.Model: input [size, size] @ constant weights [size, size]^T; with ``int8`` a FakeQuantize on each
+    MatMul input (activations [0, 1] over 256 levels: u8; weights [-1, 1] over 255 levels: symmetric i8), the
+    pattern OpenVINO's low-precision transformations turn into an int8 FullyConnected."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    weights = np.random.default_rng(0).uniform(-1, 1, (size, size)).astype(np.float32)
+    a, b = ops.parameter([size, size], np.float32, name="a"), ops.constant(weights)
+    if int8:
+        def fq(x, low: float, high: float, levels: int):
+            lo, hi = ops.constant(np.float32(low)), ops.constant(np.float32(high))
+            return ops.fake_quantize(x, lo, hi, lo, hi, levels)
+
+        a_in, b_in = fq(a, 0.0, 1.0, 256), fq(b, -1.0, 1.0, 255)
+    else:
+        a_in, b_in = a, b
+    return ov.Model([ops.matmul(a_in, b_in, False, True)], [a], "gemm_peak")
+
+
+def gemm_kernel(compiled) -> dict[str, str] | None:
+    """What a compiled OpenVINO model runs for its MatMul, from the runtime model's rt_info: layerType
+    (FullyConnected / MatMul), primitiveType (e.g. brgemm_avx512_I8, brgemm_avx512_bf16, gemm_mlas_f32) and
+    runtimePrecision (u8/i8 for int8 kernels, bf16, f32); None where no such node is reported."""
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        keys = set(info.keys())
+        if "layerType" in keys and info["layerType"].astype(str) in ("FullyConnected", "MatMul"):
+            return {k: info[k].astype(str) for k in ("layerType", "primitiveType", "runtimePrecision") if k in keys}
+    return None

@@ -9,9 +9,11 @@ from pathlib import Path
 from rich.table import Table
 
 from instseg_deploy.atomic import atomic_path, write_json, write_text
+from instseg_deploy.bench.machine import cpu_line
 
+# "peak": the compute type and GFLOP/s (GOP/s for int8) the row's "% peak" is against, e.g. "bf16 382".
 COLUMNS = ("backend", "batch", "threads", "img/s", "e2e mean", "e2e p50", "e2e p90", "e2e p99", "model p50",
-           "startup s", "RSS MB", "GFLOP/img", "GFLOP/s", "% peak")
+           "startup s", "RSS MB", "GFLOP/img", "GFLOP/s", "peak", "% peak")
 
 
 def columns(result: dict) -> tuple[str, ...]:
@@ -24,8 +26,15 @@ def cells(row: dict) -> list[str]:
     values = [row["label"], str(row["batch"]), str(row["threads"]), f"{row['images_per_s']:.2f}", f"{e['mean']:.1f}",
               f"{e['p50']:.1f}", f"{e['p90']:.1f}", f"{e['p99']:.1f}", f"{m['p50']:.1f}", f"{row['startup_s']:.2f}",
               f"{row['peak_rss_mb']:.0f}", f"{row['gflops_per_image']:.1f}", f"{row['achieved_gflops_per_s']:.1f}",
-              f"{row['percent_of_peak']:.1f}"]
+              _peak_cell(row), "-" if row["percent_of_peak"] is None else f"{row['percent_of_peak']:.1f}"]
     return values + ([f"{row['gpu_peak_mb']:.0f}"] if "gpu_peak_mb" in row else [])
+
+
+def _peak_cell(row: dict) -> str:
+    if "peak_compute" not in row:  # written before peaks by compute type: all against the f32 peak
+        return "f32"
+    peak = row["peak_gflops_per_s"]
+    return f"{row['peak_compute']} {peak:.0f}" if peak is not None else f"{row['peak_compute']} n/a"
 
 
 def _peak_source(result: dict) -> str:
@@ -33,11 +42,31 @@ def _peak_source(result: dict) -> str:
     return result.get("peak_source", f"float32 sgemm, {result['peak_threads']} threads")
 
 
+def peaks_line(result: dict) -> str:
+    """Every peak of the run with what it measured, e.g. "f32 105 GFLOP/s (float32 sgemm, 2 threads); int8 648
+    GOP/s (int8 GEMM ... through OpenVINO ..., runtime precision u8)"."""
+    sources = result.get("peak_sources_by_compute") or {"f32": _peak_source(result)}
+    by_compute = result.get("peaks_by_compute") or {"f32": {result["peak_threads"]: result["peak_gflops_per_s"]}}
+    parts = []
+    for compute, source in sources.items():
+        values = [v for v in by_compute.get(compute, {}).values() if v is not None]
+        unit = "GOP/s" if compute == "int8" else "GFLOP/s"
+        name = compute.replace("_", " ")
+        parts.append(f"{name} {max(values):.0f} {unit} ({source})" if values else f"{name}: {source}")
+    return "; ".join(parts)
+
+
+def header(result: dict) -> str:
+    """The CPU (model and ISA) the run measured, and its peaks."""
+    machine = result.get("machine") or {}
+    gpu = f"; GPU: {machine['gpu']}" if machine.get("gpu") else ""
+    return f"{cpu_line(machine)}{gpu}. Peaks measured in this run: {peaks_line(result)}."
+
+
 def rich_table(result: dict) -> Table:
-    table = Table(title=f"instseg bench: input {result['input']}, latencies in ms "
-                        f"(peak {result['peak_gflops_per_s']:.0f} GFLOP/s: {_peak_source(result)})")
+    table = Table(title=f"instseg bench: input {result['input']}, latencies in ms", caption=header(result))
     for c in columns(result):
-        table.add_column(c, justify="left" if c == "backend" else "right")
+        table.add_column(c, justify="left" if c == "backend" else "right", no_wrap=c in ("backend", "peak"))
     for row in result["rows"]:
         table.add_row(*cells(row))
     return table
@@ -45,8 +74,8 @@ def rich_table(result: dict) -> Table:
 
 def markdown(result: dict) -> str:
     lines = [f"Input: {result['input']}. Latencies in ms; img/s end to end (preprocess + model + postprocess); "
-             f"model p50 is the backend's run alone. Peak: {result['peak_gflops_per_s']:.0f} GFLOP/s "
-             f"({_peak_source(result)}, measured in this run).", "",
+             f"model p50 is the backend's run alone; % peak is against the peak of the row's own precision "
+             f"(column peak). {header(result)}", "",
              "| " + " | ".join(columns(result)) + " |", "|" + "---|" * len(columns(result))]
     lines += ["| " + " | ".join(cells(row)) + " |" for row in result["rows"]]
     return "\n".join(lines) + "\n"
@@ -87,7 +116,9 @@ def plot(result: dict, path: Path) -> None:
     ax1.legend(fontsize=8)
     ax2.bar(x, [r["images_per_s"] for r in rows], color="#55a868")
     for i, r in enumerate(rows):
-        ax2.text(i, r["images_per_s"], f"{r['percent_of_peak']:.0f}% of peak", ha="center", va="bottom", fontsize=8)
+        if r["percent_of_peak"] is not None:
+            ax2.text(i, r["images_per_s"], f"{r['percent_of_peak']:.0f}% of {r.get('peak_compute', 'f32')} peak",
+                     ha="center", va="bottom", fontsize=8)
     ax2.set_xticks(list(x), names, fontsize=8)
     ax2.set_ylabel("images / s (end to end)")
     fig.suptitle(f"instseg bench, input {result['input']}")

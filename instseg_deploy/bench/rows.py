@@ -31,7 +31,7 @@ class RowError(InstsegError):
 
 @dataclass(frozen=True)
 class RowSpec:
-    backend: str  # torch | ort | trt
+    backend: str  # torch | ort | openvino | trt
     label: str  # what the table shows, e.g. "ort fp32"
     batch: int
     threads: int
@@ -44,6 +44,7 @@ class RowSpec:
     weights: str | None = None
     model: str | None = None
     device: str = "cpu"
+    precision: str = "auto"  # openvino: the inference precision (f32, bf16)
 
 
 class _RowSession:
@@ -59,7 +60,7 @@ class _RowSession:
         self.spec, self.cuda = spec, spec.device.startswith("cuda")
         start = time.perf_counter()
         self.predictor = load_predictor(spec.backend, config=spec.config, weights=spec.weights, model=spec.model,
-                                        device=spec.device, threads=spec.threads)
+                                        device=spec.device, threads=spec.threads, precision=spec.precision)
         self.startup_s = time.perf_counter() - start
         if spec.min_size:
             self.predictor.params = dataclasses.replace(self.predictor.params, min_size=spec.min_size,

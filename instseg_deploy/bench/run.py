@@ -1,4 +1,5 @@
-"""A benchmark run: every (backend/model, batch, threads) row measured against the machine's compute peak."""
+"""A benchmark run: every (backend/model, batch, threads) row measured against the machine's compute peak
+for the row's own precision (f32 sgemm; bf16 and int8 GEMMs through OpenVINO), all measured in the run."""
 
 from __future__ import annotations
 
@@ -8,10 +9,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from instseg_deploy.bench.flops import count_gflops, measure_gpu_peak_gflops, measure_peak_gflops
+from instseg_deploy.bench.flops import (
+    GemmPeak,
+    count_gflops,
+    measure_gpu_peak_gflops,
+    measure_openvino_peak,
+    measure_peak_gflops,
+)
 from instseg_deploy.bench.inputs import generated_images, resized_copies
 from instseg_deploy.bench.machine import machine_info
-from instseg_deploy.bench.models import flops_model, precision_label
+from instseg_deploy.bench.models import flops_model, peak_compute, precision_label
 from instseg_deploy.bench.rows import RowSpec, image_paths, measure_rows
 from instseg_deploy.errors import InstsegError
 from instseg_deploy.image_io import read_image
@@ -22,8 +29,10 @@ from instseg_deploy.runtime.factory import BACKENDS
 
 @dataclass(frozen=True, kw_only=True)
 class BenchRequest:
-    """What to measure. ``models``: exported .onnx (ort rows) and .engine (trt rows) files; without an
-    .onnx the ort rows time a fresh export of ``weights``. ``images``: a folder (default: 8 generated
+    """What to measure. ``models``: exported .onnx (ort and openvino rows), OpenVINO IR .xml (openvino
+    rows) and .engine (trt rows) files; without an .onnx the ort and openvino rows time a fresh export
+    of ``weights``. ``precisions``: the openvino rows' inference precisions (f32, bf16, auto), one row
+    each; an INT8 file runs once, as the file says. ``images``: a folder (default: 8 generated
     images); ``size``: resize them to exactly this HxW so the network sees it. One row per backend/model,
     batch size and thread count; ``iters`` timed iterations per row and round, ``rounds`` round-robin
     over the rows, split among ``processes`` successive processes per row (see bench.rows)."""
@@ -41,6 +50,7 @@ class BenchRequest:
     device: str = "cpu"
     rounds: int = 1
     processes: int = 1
+    precisions: tuple[str, ...] = ("f32",)
 
     def check(self) -> None:
         """One clear error for a request that cannot run, before anything is loaded."""
@@ -51,6 +61,11 @@ class BenchRequest:
             raise InstsegError("--backend torch needs --weights (and --config for detectron2 checkpoints)")
         if "trt" in self.backends and not any(m.suffix == ".engine" for m in self.models):
             raise InstsegError("--backend trt needs --model model.engine (from `instseg export --to trt`)")
+        from instseg_deploy.runtime.openvino import PRECISIONS
+
+        bad = [p for p in self.precisions if p not in PRECISIONS]
+        if "openvino" in self.backends and (bad or not self.precisions):
+            raise InstsegError(f"--precision takes {', '.join(PRECISIONS)} (comma-separated), got {bad or 'nothing'}")
         for m in self.models:
             if not m.is_file():
                 raise InstsegError(f"model file not found: {m}")
@@ -74,12 +89,13 @@ def run_bench(request: BenchRequest, on_message: Callable[[str], None] | None = 
         if hw:
             paths = resized_copies(paths, tmp / "resized", *hw)
         onnx_models = [m for m in request.models if m.suffix == ".onnx"]
-        if "ort" in request.backends and not onnx_models:
+        if {"ort", "openvino"} & set(request.backends) and not onnx_models and not _ir_models(request):
             onnx_models = [_export_for_ort(request, tmp / "model.onnx", say)]
         net = flops_model(request.config, request.weights, onnx_models or list(request.models))
         gflops = count_gflops(net, preprocess([read_image(paths[0])[0]], _params_for(net, hw)))
         specs = _row_specs(request, tuple(paths), onnx_models)
         peaks, peak_source = _peaks(request, say)
+        by_compute, sources, kernels = _compute_peaks(request, specs, peaks, peak_source, say)
         # A small sgemm after every round tracks the machine's own speed through the run (a shared
         # VM's moves by tens of percent within minutes), so two runs' tables can be told apart from it.
         machine_gflops: list[float] = []
@@ -89,12 +105,17 @@ def run_bench(request: BenchRequest, on_message: Callable[[str], None] | None = 
     for spec, row in zip(specs, rows):
         row["gflops_per_image"] = gflops
         row["achieved_gflops_per_s"] = gflops * row["model_images_per_s"]
-        row["percent_of_peak"] = 100 * row["achieved_gflops_per_s"] / peaks[spec.threads]
+        set_row_peak(row, _row_compute(request, spec), by_compute)
     return {
         "input": input_label(rows),
+        # The f32 (CPU sgemm or GPU GEMM) peak, as before peaks by compute type existed.
         "peak_gflops_per_s": max(peaks.values()), "peak_threads": max(peaks, key=peaks.get),
         "peak_source": peak_source,
-        "peaks_by_threads": peaks, "machine_gflops_by_round": machine_gflops, "machine": machine_info(request.device),
+        "peaks_by_threads": peaks,
+        # {compute type: {threads: GFLOP/s or None}}; "f32_openvino" is OpenVINO's own f32 GEMM beside the
+        # sgemm, for reference (the bf16 and int8 peaks are OpenVINO's), never a row's peak.
+        "peaks_by_compute": by_compute, "peak_sources_by_compute": sources, "openvino_gemm_kernels": kernels,
+        "machine_gflops_by_round": machine_gflops, "machine": machine_info(request.device),
         "rows": rows,
     }
 
@@ -123,10 +144,30 @@ def _row_specs(request: BenchRequest, images: tuple[str, ...], onnx_models: list
                                      **common))
             if "ort" in request.backends:
                 specs += [RowSpec("ort", f"ort {precision_label(m)}", model=str(m), **common) for m in onnx_models]
+            if "openvino" in request.backends:
+                specs += [RowSpec("openvino", label, model=str(m), precision=precision, **common)
+                          for m in onnx_models + _ir_models(request) for label, precision in _openvino_rows(request, m)]
             if "trt" in request.backends:
                 specs += [RowSpec("trt", "trt", model=str(m), **common) for m in request.models
                           if m.suffix == ".engine"]
     return specs
+
+
+def _ir_models(request: BenchRequest) -> list[Path]:
+    return [m for m in request.models if m.suffix.lower() == ".xml"]
+
+
+def _openvino_rows(request: BenchRequest, model: Path) -> list[tuple[str, str]]:
+    """(label, precision to compile with) per openvino row of ``model``: the precision that will really
+    run (auto and an unsupported bf16 resolved here, so the label and its peak are right)."""
+    from instseg_deploy.runtime.openvino import cpu_capabilities, import_openvino, resolve_precision
+
+    file_precision = precision_label(model)
+    if file_precision not in ("fp32", "f32"):
+        return [(f"openvino {file_precision}", "f32")]  # e.g. an INT8 QDQ file: its own precisions
+    capabilities = cpu_capabilities(import_openvino().Core())
+    resolved = dict.fromkeys(resolve_precision(p, capabilities) for p in request.precisions)
+    return [(f"openvino {p}", p) for p in resolved]
 
 
 def _peaks(request: BenchRequest, say: Callable[[str], None]) -> tuple[dict[int, float], str]:
@@ -140,6 +181,41 @@ def _peaks(request: BenchRequest, say: Callable[[str], None]) -> tuple[dict[int,
         say(f"measuring the sgemm peak with {t} thread(s)")
         peaks[t] = measure_peak_gflops(t)
     return peaks, f"float32 sgemm, {max(peaks, key=peaks.get)} threads"
+
+
+def set_row_peak(row: dict, compute: str, by_compute: dict[str, dict[int, float | None]]) -> None:
+    """Set ``row``'s peak (its compute type's at its thread count) and its achieved GFLOP/s as a % of it;
+    the % is None where that peak could not be measured (no openvino), rather than one against f32."""
+    peak = by_compute[compute][row["threads"]]
+    row.update(peak_compute=compute, peak_gflops_per_s=peak,
+               percent_of_peak=None if peak is None else 100 * row["achieved_gflops_per_s"] / peak)
+
+
+def _row_compute(request: BenchRequest, spec: RowSpec) -> str:
+    """The peak a row is set against: on a GPU the GPU's one measured peak, on the CPU its precision's."""
+    return "f32" if request.device.startswith("cuda") else peak_compute(spec.label)
+
+
+def _compute_peaks(request: BenchRequest, specs: list[RowSpec], f32: dict[int, float], f32_source: str,
+                   say: Callable[[str], None]) -> tuple[dict[str, dict[int, float | None]], dict[str, str], dict]:
+    """Peaks for every compute type the rows use beyond f32 (bf16, int8: OpenVINO GEMMs at each thread count),
+    plus OpenVINO's f32 GEMM beside them for reference: ({compute: {threads: GFLOP/s or None}},
+    {compute: what was measured or why not}, {compute: the GEMM kernel OpenVINO ran})."""
+    by_compute: dict[str, dict[int, float | None]] = {"f32": dict(f32)}
+    sources, kernels = {"f32": f32_source}, {}
+    used = sorted({_row_compute(request, s) for s in specs} - {"f32"})
+    wanted = used + (["f32_openvino"] if used or any(s.backend == "openvino" for s in specs) else [])
+    for compute in wanted:
+        measured: dict[int, GemmPeak] = {}
+        for t in request.thread_counts:
+            say(f"measuring the {compute.replace('_', ' ')} GEMM peak with {t} thread(s)")
+            measured[t] = measure_openvino_peak(compute.removesuffix("_openvino"), t)
+        by_compute[compute] = {t: m.gflops for t, m in measured.items()}
+        top = measured[max(measured)]
+        sources[compute] = top.source
+        if top.kernel:
+            kernels[compute] = top.kernel
+    return by_compute, sources, kernels
 
 
 def input_label(rows: list[dict]) -> str:

@@ -19,6 +19,8 @@ Examples:
 
   instseg bench --backend ort --model model.onnx --model model.int8.onnx --batch 1,2 --threads 1,2 --json b.json
 
+  instseg bench --backend ort,openvino --model model.onnx --model model.int8.onnx --precision f32,bf16 --threads 2
+
   instseg bench --backend trt --model model.engine --images val2017/ --device cuda --markdown b.md --plot b.png
 """
 
@@ -37,11 +39,14 @@ def _ints(text: str, what: str, minimum: int = 1) -> tuple[int, ...]:
 
 @user_errors
 def bench(
-    backend: str = typer.Option("torch,ort", "--backend", "-b", help="Comma-separated: torch, ort, trt."),
+    backend: str = typer.Option("torch,ort", "--backend", "-b", help="Comma-separated: torch, ort, openvino, trt."),
     config: Optional[Path] = ConfigOption,
     weights: Optional[Path] = WeightsOption,
-    model: list[Path] = typer.Option([], "--model", "-m", help="Exported model(s) for ort/trt; repeat for several "
-                                     "(e.g. FP32 and INT8). Without it, ort uses a fresh export of --weights."),
+    model: list[Path] = typer.Option([], "--model", "-m", help="Exported model(s): .onnx for ort and openvino, .xml "
+                                     "(IR) for openvino, .engine for trt; repeat for several (e.g. FP32 and INT8). "
+                                     "Without it, ort and openvino use a fresh export of --weights."),
+    precision: str = typer.Option("f32", "--precision", help="openvino rows: comma-separated inference precisions, "
+                                  "e.g. f32,bf16; INT8 files run as quantized."),
     images: Optional[Path] = typer.Option(None, "--images", help="Folder of images (default: 8 generated images).",
                                           show_default=False),
     size: Optional[str] = typer.Option(None, "--size", help="Network input HxW, e.g. 800x1333: images are resized so "
@@ -75,7 +80,8 @@ def bench(
         models=tuple(model), images=images, size=parse_hw(size, "--size", minimum=MIN_SIDE) if size else None,
         batches=_ints(batch, "--batch"),
         thread_counts=tuple(t or os.cpu_count() or 1 for t in _ints(threads, "--threads", minimum=0)),
-        warmup=warmup, iters=iters, device=device, rounds=rounds, processes=processes)
+        warmup=warmup, iters=iters, device=device, rounds=rounds, processes=processes,
+        precisions=tuple(p.strip() for p in precision.split(",") if p.strip()))
     with console.status("measuring") as status:
         result = run_bench(request, on_message=status.update)
     Console(width=max(Console().width, 150)).print(rich_table(result))

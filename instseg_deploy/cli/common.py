@@ -33,12 +33,16 @@ WeightsOption = typer.Option(None, "--weights", "-w", help="Checkpoint: detectro
                              show_default=False)
 
 
-BackendOption = typer.Option("torch", "--backend", "-b", help="torch (config + weights), ort (exported .onnx) or trt "
-                             "(.engine from export --to trt).")
-ModelOption = typer.Option(None, "--model", "-m", help="Exported model: .onnx for ort, .engine for trt.",
-                           show_default=False)
+BackendOption = typer.Option("torch", "--backend", "-b", help="torch (config + weights), ort (exported .onnx), "
+                             "openvino (.onnx or OpenVINO IR .xml) or trt (.engine from export --to trt).")
+ModelOption = typer.Option(None, "--model", "-m", help="Exported model: .onnx for ort, .onnx or .xml for openvino, "
+                           ".engine for trt.", show_default=False)
 ProvidersOption = typer.Option("cpu", "--providers", help="ONNX Runtime providers in priority order: cpu, cuda, trt.")
-ThreadsOption = typer.Option(0, "--threads", help="Intra-op threads for ONNX Runtime (0 = its default).")
+ThreadsOption = typer.Option(0, "--threads", help="Intra-op threads for ONNX Runtime and OpenVINO (0 = their default).")
+PrecisionOption = typer.Option("auto", "--precision", help="--backend openvino: f32, bf16 (CPUs with AVX512-BF16 or "
+                               "AMX) or auto (the fastest that keeps the model's AP: f32 for now).")
+HintOption = typer.Option("latency", "--hint", help="--backend openvino: latency (one image at a time) or "
+                          "throughput (several streams).")
 
 
 # A dataset is --images with --annotations, or --coco-root; data.coco.dataset_paths makes the choice.

@@ -41,6 +41,9 @@ class Environment:
     trt_problem: Optional[str]  # why `import tensorrt` failed
     plugin_library: Optional[Path]
     plugin_problem: str  # where it was found, or why not and how to build it
+    openvino_version: Optional[str] = None
+    openvino_capabilities: list[str] = field(default_factory=list)  # the CPU plugin's, e.g. BF16, FP32, INT8
+    openvino_problem: Optional[str] = None  # why `import openvino` failed
 
 
 @dataclass
@@ -78,8 +81,19 @@ def probe_environment() -> Environment:
     except ImportError as e:
         trt_problem = "TensorRT is not installed" if e.name == "tensorrt" else f"TensorRT does not import ({e})"
     plugin_path, plugin_problem = describe_plugin_library()
-    return Environment(torch_version, torch_cuda, gpus, ort_version, providers, trt_version, trt_problem,
-                       plugin_path, plugin_problem)
+    env = Environment(torch_version, torch_cuda, gpus, ort_version, providers, trt_version, trt_problem,
+                      plugin_path, plugin_problem)
+    try:
+        from instseg_deploy.runtime.openvino import cpu_capabilities, import_openvino
+
+        ov = import_openvino()
+        env.openvino_version = ov.__version__.split("-")[0]
+        env.openvino_capabilities = list(cpu_capabilities(ov.Core()))
+    except InstsegError as e:
+        env.openvino_problem = str(e)
+    except RuntimeError as e:  # the CPU plugin failed to load
+        env.openvino_problem = f"OpenVINO does not start its CPU plugin ({str(e).strip().splitlines()[-1][:120]})"
+    return env
 
 
 def _gpu_fix(env: Environment) -> str:
@@ -119,6 +133,17 @@ def backend_statuses(env: Environment) -> list[BackendStatus]:
                 rows.append(BackendStatus(key, False, f"{provider} is present but {env.trt_problem}", TRT_INSTALL))
             else:
                 rows.append(BackendStatus(key, True, f"{provider} on {env.gpus[0]}"))
+    if env.openvino_version is None:
+        from instseg_deploy.runtime.openvino import OPENVINO_INSTALL
+
+        rows.append(BackendStatus("openvino", False, env.openvino_problem or "OpenVINO is not installed",
+                                  OPENVINO_INSTALL))
+    else:
+        compute = [c for c in ("FP32", "BF16", "INT8") if c in env.openvino_capabilities]
+        status = BackendStatus("openvino", True, f"OpenVINO {env.openvino_version} on the CPU: {', '.join(compute)}")
+        if "BF16" not in compute:
+            status.notes.append("no native BF16 on this CPU: --precision bf16 and auto run f32")
+        rows.append(status)
     if env.trt_version is None:
         rows.append(BackendStatus("trt", False, env.trt_problem or "TensorRT is not installed", TRT_INSTALL))
     elif not env.gpus:

@@ -14,7 +14,9 @@ from rich.table import Table
 from instseg_deploy.cli.common import (
     BackendOption,
     ConfigOption,
+    HintOption,
     ModelOption,
+    PrecisionOption,
     ProvidersOption,
     ThreadsOption,
     WeightsOption,
@@ -34,6 +36,9 @@ Examples:
   instseg eval --config config.yaml --weights model_final.pth --coco-root datasets/coco --out eval_torch/
 
   instseg eval --backend ort --model model.onnx --images shapes/val/images --annotations shapes/val/annotations.json
+
+  instseg eval --backend openvino --model model.xml --precision bf16 --images shapes/val/images \\
+      --annotations shapes/val/annotations.json
 
   instseg eval --predictions coco_instances_results.json --annotations instances_val2017.json
 
@@ -84,6 +89,8 @@ def evaluate(
     model: Optional[Path] = ModelOption,
     providers: str = ProvidersOption,
     threads: int = ThreadsOption,
+    precision: str = PrecisionOption,
+    hint: str = HintOption,
     images: Optional[Path] = images_option(),
     annotations: Optional[Path] = annotations_option(),
     coco_root: Optional[Path] = coco_root_option(),
@@ -113,7 +120,8 @@ def evaluate(
 
     images, annotations = dataset_paths(images, annotations, coco_root)
     _evaluate_backend(_BackendRun(backend=backend, config=config, weights=weights, model=model,
-                                  providers=providers_list(providers), threads=threads, device=device, images=images,
+                                  providers=providers_list(providers), threads=threads, precision=precision,
+                                  hint=hint, device=device, images=images,
                                   annotations=annotations, limit=limit, evaluator=evaluator, out=out))
 
 
@@ -136,6 +144,8 @@ class _BackendRun:
     model: Optional[Path]
     providers: tuple[str, ...]
     threads: int
+    precision: str
+    hint: str
     device: str
     images: Path
     annotations: Path
@@ -156,7 +166,8 @@ def _evaluate_backend(run: _BackendRun) -> None:
     # Ranks exchange only Python lists of detections: gloo carries them whatever the model's device.
     rank, world_size = init_from_env("gloo")
     predictor = load_predictor(run.backend, config=run.config, weights=run.weights, model=run.model,
-                               device=run.device, providers=run.providers, threads=run.threads)
+                               device=run.device, providers=run.providers, threads=run.threads,
+                               precision=run.precision, hint=run.hint)
     label = f"eval {run.backend}" + (f" (rank {rank}/{world_size})" if world_size > 1 else "")
     with image_progress(label, len(shard(records, rank, world_size))) as on_image:
         scored = dataset_ap(predictor, dataset, records, evaluator=run.evaluator, rank=rank, world_size=world_size,

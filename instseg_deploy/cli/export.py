@@ -1,4 +1,4 @@
-"""`instseg export`: the whole detector as one ONNX graph (TensorRT engines build on it)."""
+"""`instseg export`: the whole detector as one ONNX graph (OpenVINO IR and TensorRT engines build on it)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ Examples:
   instseg export --to onnx -c output/config.yaml -w output/model_final.pth --out fixed.onnx \\
       --batch 1 --size 1344x1344 --masks pasted
 
+  instseg export --to openvino --model model.onnx --out model.xml     (OpenVINO IR: model.xml + model.bin)
+
+  instseg export --to openvino -c config.yaml -w model_final.pth --out ir/model.xml
+
   instseg export --to trt --model model.onnx --out model.engine --fp16
 
   instseg export --to trt -c config.yaml -w model_final.pth --out model.engine \\
@@ -34,12 +38,14 @@ Examples:
 
 @user_errors
 def export(
-    to: str = typer.Option("onnx", "--to", help="Target format: onnx, or trt (a TensorRT engine + .json sidecar)."),
+    to: str = typer.Option("onnx", "--to", help="Target format: onnx, openvino (IR .xml + .bin), or trt (a TensorRT "
+                           "engine + .json sidecar)."),
     config: Optional[Path] = ConfigOption,
     weights: Optional[Path] = WeightsOption,
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="--to trt: build from this exported .onnx "
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="--to openvino/trt: convert this exported .onnx "
                                          "instead of --config/--weights.", show_default=False),
-    out: Path = typer.Option(..., "--out", "-o", help="Output file (.onnx, or .engine for --to trt).",
+    out: Path = typer.Option(..., "--out", "-o", help="Output file (.onnx; .xml for --to openvino; .engine for "
+                             "--to trt).",
                              show_default=False),
     opset: int = typer.Option(17, "--opset", help="ONNX opset (>= 16 for half-pixel RoiAlign)."),
     batch: str = typer.Option("dynamic", "--batch", help="'dynamic' or a fixed batch size; --to trt also MIN:OPT:MAX "
@@ -86,23 +92,54 @@ def export(
             timing_cache=timing_cache, plugin_lib=plugin_lib, opset=opset, masks=masks,
             roi_align=roi_align or "plugin"))
         return
-    if to != "onnx":
-        raise InstsegError(f"--to {to!r} is not supported (available: onnx, trt)")
-    trt_only = {"--model": model, "--fp16": fp16, "--int8": int8, "--calib": calib, "--min-shape": min_shape,
+    if to not in ("onnx", "openvino"):
+        raise InstsegError(f"--to {to!r} is not supported (available: onnx, openvino, trt)")
+    trt_only = {"--fp16": fp16, "--int8": int8, "--calib": calib, "--min-shape": min_shape,
                 "--opt-shape": opt_shape, "--max-shape": max_shape, "--workspace": workspace,
                 "--timing-cache": timing_cache, "--plugin-lib": plugin_lib}
     given = [flag for flag, value in trt_only.items() if value not in (None, False)]
     if given:
         raise InstsegError(f"{', '.join(given)} only apply to --to trt")
+    if to == "openvino":
+        _export_openvino(out, model, config, weights, opset=opset, batch=batch, size=size, masks=masks,
+                         simplify=simplify, roi_align=roi_align)
+        return
+    if model is not None:
+        raise InstsegError("--model only applies to --to openvino and --to trt (--to onnx exports --weights)")
     if weights is None:
         raise InstsegError("--weights is required")
-    model, cfg = load_model(config, weights)
+    net, cfg = load_model(config, weights)
     with console.status("tracing and exporting"):
-        report = export_onnx(model, cfg, out, opset=opset, batch=parse_batch(batch), size=parse_size(size),
+        report = export_onnx(net, cfg, out, opset=opset, batch=parse_batch(batch), size=parse_size(size),
                              masks=masks, simplify=simplify, roi_align=roi_align or "onnx")
     simplified = f", simplified {report.nodes_before} -> {report.nodes_after} nodes" if report.simplified else \
         f", {report.nodes_after} nodes"
     Console().print(f"wrote {report.path} ({report.size_bytes / 2**20:.1f} MiB, opset {report.opset}{simplified})")
+
+
+def _export_openvino(out: Path, model: Optional[Path], config: Optional[Path], weights: Optional[Path], *,
+                     opset: int, batch: str, size: str, masks: str, simplify: bool, roi_align: Optional[str]) -> None:
+    """IR from ``model`` (an .onnx), or from --config/--weights through a temporary ONNX export."""
+    import tempfile
+
+    from instseg_deploy.export.onnx_export import export_onnx, parse_batch, parse_size
+    from instseg_deploy.export.openvino_ir import export_openvino_ir
+    from instseg_deploy.runtime.torch_model import load_model
+
+    if (model is None) == (weights is None):
+        raise InstsegError("--to openvino needs either --model model.onnx or --config/--weights (one of them)")
+    if roi_align == "plugin":
+        raise InstsegError("--roi-align plugin is TensorRT's; OpenVINO runs the standard-ops graph (--roi-align onnx)")
+    with tempfile.TemporaryDirectory(prefix="instseg-ov-") as tmp:
+        if model is None:
+            net, cfg = load_model(config, weights)
+            with console.status("tracing and exporting to ONNX"):
+                model = export_onnx(net, cfg, Path(tmp) / "model.onnx", opset=opset, batch=parse_batch(batch),
+                                    size=parse_size(size), masks=masks, simplify=simplify, roi_align="onnx").path
+        with console.status("converting to OpenVINO IR"):
+            report = export_openvino_ir(model, out)
+    Console().print(f"wrote {report.xml} + {report.bin.name} ({report.size_bytes / 2**20:.1f} MiB, "
+                    f"{report.nodes} OpenVINO ops, f32 weights)")
 
 
 def register(app: typer.Typer) -> None:

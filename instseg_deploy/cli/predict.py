@@ -12,7 +12,9 @@ import typer
 from instseg_deploy.cli.common import (
     BackendOption,
     ConfigOption,
+    HintOption,
     ModelOption,
+    PrecisionOption,
     ProvidersOption,
     ThreadsOption,
     WeightsOption,
@@ -33,6 +35,8 @@ Examples:
   instseg predict images/ more.png -c output/config.yaml -w output/model_final.pth --out pred --score-thresh 0.3
 
   instseg predict images/ --backend ort --model model.onnx --out pred_ort
+
+  instseg predict images/ --backend openvino --model model.xml --precision bf16 --out pred_ov
 """
 
 
@@ -56,6 +60,8 @@ def predict(
     model: Optional[Path] = ModelOption,
     providers: str = ProvidersOption,
     threads: int = ThreadsOption,
+    precision: str = PrecisionOption,
+    hint: str = HintOption,
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for overlays and results.json.",
                              show_default=False),
     score_thresh: float = typer.Option(0.5, "--score-thresh", help="Keep detections scoring at least this."),
@@ -75,7 +81,8 @@ def predict(
         raise InstsegError(f"--score-thresh must be in [0, 1], got {score_thresh}")
     paths = list_images(inputs)
     predictor = load_predictor(backend, config=config, weights=weights, model=model, score_thresh=score_thresh,
-                               device=device, providers=providers_list(providers), threads=threads)
+                               device=device, providers=providers_list(providers), threads=threads,
+                               precision=precision, hint=hint)
     if class_names:
         predictor.class_names = parse_class_names(class_names, len(predictor.class_names))
     out.mkdir(parents=True, exist_ok=True)

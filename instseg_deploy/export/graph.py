@@ -9,7 +9,6 @@ from instseg_deploy.export.plugin_roi_align import with_plugin_poolers
 from instseg_deploy.modeling import MaskRCNN
 
 ROI_ALIGN_FLAVOURS = ("onnx", "plugin")  # standard RoiAlign ops per FPN level, or our one-node plugin
-RAW_OUTPUTS = ["boxes", "scores", "classes", "batch_idx", "mask_probs"]
 
 
 def paste_masks_in_graph(mask_probs: torch.Tensor, boxes: torch.Tensor, height: torch.Tensor,

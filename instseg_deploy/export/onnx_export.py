@@ -14,11 +14,11 @@ import torch
 from instseg_deploy.atomic import atomic_path
 from instseg_deploy.config import InstsegConfig
 from instseg_deploy.errors import InstsegError
-from instseg_deploy.export.graph import RAW_OUTPUTS, ROI_ALIGN_FLAVOURS, ExportableMaskRCNN
+from instseg_deploy.export.graph import ROI_ALIGN_FLAVOURS, ExportableMaskRCNN
 from instseg_deploy.export.plugin_roi_align import OPSET_IMPORT
 from instseg_deploy.model_file.metadata import build_metadata, metadata_to_props
 from instseg_deploy.modeling import MaskRCNN
-from instseg_deploy.processing.batching import IMAGE_SIZES, IMAGES, ORIGINAL_SIZES
+from instseg_deploy.processing.graph_io import IMAGE_SIZES, IMAGES, ORIGINAL_SIZES, PASTED_MASKS, RAW_OUTPUTS
 from instseg_deploy.processing.sizes import parse_hw
 
 # RoiAlign with coordinate_transformation_mode (ROIAlignV2's half-pixel) needs opset 16.
@@ -83,10 +83,10 @@ def export_onnx(model: MaskRCNN, cfg: InstsegConfig, out: str | os.PathLike, ops
     example = _example_inputs(batch if isinstance(batch, int) else 2, size if size != "dynamic" else (320, 352),
                               divisibility, paste)
     inputs = [IMAGES, IMAGE_SIZES] + ([ORIGINAL_SIZES] if paste else [])
-    outputs = RAW_OUTPUTS + (["masks"] if paste else [])
+    outputs = list(RAW_OUTPUTS) + ([PASTED_MASKS] if paste else [])
     dynamic_axes = {name: {0: "num_detections"} for name in outputs}
     if paste:
-        dynamic_axes["masks"].update({1: "canvas_height", 2: "canvas_width"})
+        dynamic_axes[PASTED_MASKS].update({1: "canvas_height", 2: "canvas_width"})
     if batch == "dynamic":
         for name in inputs:
             dynamic_axes[name] = {0: "batch"}

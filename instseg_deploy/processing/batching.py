@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from instseg_deploy.processing.graph_io import IMAGE_SIZES, IMAGES, ORIGINAL_SIZES
 from instseg_deploy.processing.preprocess import Batch
 
-IMAGES, IMAGE_SIZES, ORIGINAL_SIZES = "images", "image_sizes", "original_sizes"  # an export's graph inputs
 BLANK_SIZE = 32  # (h, w) given for blank filler images: tiny, so the graph spends almost nothing on them
 
 

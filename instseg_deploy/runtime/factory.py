@@ -8,17 +8,21 @@ from instseg_deploy.errors import InstsegError
 from instseg_deploy.processing.preprocess import PreprocessParams
 from instseg_deploy.runtime.predictor import Predictor
 
-BACKENDS = ("torch", "ort", "trt")
+BACKENDS = ("torch", "ort", "openvino", "trt")
 
 
 def load_predictor(backend: str = "torch", config: str | os.PathLike | None = None,
                    weights: str | os.PathLike | None = None, model: str | os.PathLike | None = None,
                    score_thresh: float | None = None, device: str = "cpu", providers: tuple[str, ...] = ("cpu",),
-                   threads: int = 0, optimization: str = "all") -> Predictor:
+                   threads: int = 0, optimization: str = "all", precision: str = "auto",
+                   hint: str = "latency") -> Predictor:
     """A ready predictor. ``score_thresh``: keep detections scoring at least this (None: the model's own).
 
     torch: ``config`` + ``weights`` (``config`` optional for our own checkpoints).
     ort: ``model`` (an exported .onnx); ``config`` only for a model without instseg metadata.
+    openvino: ``model`` (an exported .onnx or an OpenVINO IR .xml); ``precision`` f32 | bf16 | auto,
+    ``hint`` latency | throughput, ``threads`` (0: all cores).
+    trt: ``model`` (an .engine with its sidecar).
     """
     if backend == "torch":
         if weights is None:
@@ -36,6 +40,14 @@ def load_predictor(backend: str = "torch", config: str | os.PathLike | None = No
 
         fallback = _metadata_from_config(config) if config is not None else None
         runner = load_ort_runner(model, SessionSettings(tuple(providers), threads, optimization), fallback)
+        return exported_model_predictor(runner, model, score_thresh)
+    if backend == "openvino":
+        if model is None:
+            raise InstsegError("--model (an exported .onnx, or an OpenVINO IR .xml) is required for --backend openvino")
+        from instseg_deploy.runtime.openvino import OpenVinoSettings, load_openvino_runner
+
+        fallback = _metadata_from_config(config) if config is not None else None
+        runner = load_openvino_runner(model, OpenVinoSettings(precision, threads, hint), fallback)
         return exported_model_predictor(runner, model, score_thresh)
     if backend == "trt":
         if model is None:

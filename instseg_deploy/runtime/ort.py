@@ -6,15 +6,13 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
-
 from instseg_deploy.errors import InstsegError
 from instseg_deploy.model_file.metadata import METADATA_KEY, parse_metadata
 from instseg_deploy.model_file.reader import read_onnx_metadata
 from instseg_deploy.ops.roi_align_contract import uses_plugin
 from instseg_deploy.processing.batching import fill_batch
 from instseg_deploy.processing.preprocess import Batch
-from instseg_deploy.runtime.runner import RawDetections
+from instseg_deploy.runtime.runner import RawDetections, fixed_input_shape
 from instseg_deploy.runtime.trt.profiles import input_profiles, resolve_image_range
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "trt": "TensorrtExecutionProvider"}
@@ -84,20 +82,13 @@ class OrtRunner:
         self.meta = meta
         self.input_names = [i.name for i in session.get_inputs()]
         self.output_names = [o.name for o in session.get_outputs()]
-        batch = meta.get("batch", "dynamic")
-        self.max_batch = batch if isinstance(batch, int) else None
-        size = meta.get("size", "dynamic")
-        self.pad_to = tuple(size) if isinstance(size, list) else None
+        self.max_batch, self.pad_to = fixed_input_shape(meta)
 
     def run(self, batch: Batch) -> RawDetections:
         # A fixed-batch graph: the missing slots get blank images whose results are dropped.
         feeds, n = fill_batch(batch, self.meta["preprocess"]["pixel_mean"], self.input_names,
                               batch_size=self.max_batch or 0)
-        out = dict(zip(self.output_names, self.session.run(None, feeds)))
-        keep = out["batch_idx"] < n
-        return RawDetections(out["boxes"][keep], out["scores"][keep], out["classes"][keep].astype(np.int64),
-                             out["batch_idx"][keep].astype(np.int64), out["mask_probs"][keep],
-                             masks=out["masks"][keep] if "masks" in out else None)
+        return RawDetections.from_graph_outputs(dict(zip(self.output_names, self.session.run(None, feeds))), n)
 
 
 def load_ort_runner(path: str | os.PathLike, settings: SessionSettings | None = None,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from instseg_deploy.processing.graph_io import PASTED_MASKS, RAW_OUTPUTS
 from instseg_deploy.processing.preprocess import Batch
 
 
@@ -26,9 +28,25 @@ class RawDetections:
     mask_probs: np.ndarray
     masks: np.ndarray | None = None
 
+    @classmethod
+    def from_graph_outputs(cls, outputs: Mapping[str, np.ndarray], num_images: int) -> RawDetections:
+        """An exported graph's named outputs (ORT, OpenVINO, TensorRT alike) for a batch whose first
+        ``num_images`` slots are real: detections of filler slots (batch_idx >= num_images) dropped."""
+        boxes, scores, classes, batch_idx, mask_probs = (outputs[name] for name in RAW_OUTPUTS)
+        keep = batch_idx < num_images
+        masks = outputs.get(PASTED_MASKS)
+        return cls(boxes[keep], scores[keep], classes[keep].astype(np.int64), batch_idx[keep].astype(np.int64),
+                   mask_probs[keep], masks=None if masks is None else masks[keep])
+
+
+def fixed_input_shape(meta: Mapping[str, Any]) -> tuple[int | None, tuple[int, int] | None]:
+    """(max batch, padded (H, W)) of an exported graph from its metadata; None where it is dynamic."""
+    batch, size = meta.get("batch", "dynamic"), meta.get("size", "dynamic")
+    return (batch if isinstance(batch, int) else None), (tuple(size) if isinstance(size, list) else None)
+
 
 class Runner(Protocol):
-    """A loaded model on one backend (torch, ort, trt)."""
+    """A loaded model on one backend (torch, ort, openvino, trt)."""
 
     name: str
     max_batch: int | None  # a fixed-batch model takes at most this many images per run

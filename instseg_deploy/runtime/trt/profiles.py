@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from instseg_deploy.errors import InstsegError
-from instseg_deploy.processing.batching import IMAGE_SIZES, IMAGES, ORIGINAL_SIZES
+from instseg_deploy.processing.graph_io import IMAGE_SIZES, IMAGES, ORIGINAL_SIZES
 from instseg_deploy.processing.sizes import parse_dims, parse_hw
 
 DEFAULT_MAX_BATCH = 8

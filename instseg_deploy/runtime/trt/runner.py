@@ -137,10 +137,7 @@ class TrtRunner:
             if outputs is None:
                 outputs = self._execute()
             host = {name: t.cpu().numpy() for name, t in outputs.items()}  # waits for the stream
-        keep = host["batch_idx"] < n
-        return RawDetections(host["boxes"][keep], host["scores"][keep], host["classes"][keep].astype(np.int64),
-                             host["batch_idx"][keep].astype(np.int64), host["mask_probs"][keep],
-                             masks=host["masks"][keep] if "masks" in host else None)
+        return RawDetections.from_graph_outputs(host, n)
 
     def _execute(self):
         """One execute_async_v3; outputs come from the allocator at the shapes TensorRT reported."""

@@ -1,0 +1,173 @@
+"""OpenVINO backend (CPU): an exported ``.onnx`` or OpenVINO IR (``.xml`` + ``.bin``) run as one graph.
+
+A loader reads the model and its instseg metadata, picks the inference precision the CPU can
+run (f32, or bf16 on CPUs with AVX512-BF16/AMX), and compiles it with
+OpenVINO's model cache, so a second start skips compilation; a runner feeds preprocessed
+batches. OpenVINO's own default on a BF16-capable CPU is bf16 everywhere, which costs AP: the
+precision is therefore always set explicitly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from instseg_deploy.errors import InstsegError
+from instseg_deploy.model_file.reader import ModelFile, read_model_file
+from instseg_deploy.ops.roi_align_contract import OP_TYPE, uses_plugin
+from instseg_deploy.processing.batching import fill_batch
+from instseg_deploy.processing.graph_io import PASTED_MASKS, RAW_OUTPUTS
+from instseg_deploy.processing.preprocess import Batch
+from instseg_deploy.runtime.runner import RawDetections, fixed_input_shape
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("f32", "bf16", "auto")
+# What auto picks: f32 until a bf16 graph is measured to keep detectron2's AP (bf16 everywhere costs
+# about 0.6 box AP on the fixture model); bf16 stays available explicitly.
+AUTO_PRECISION = "f32"
+HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
+OPENVINO_INSTALL = "pip install openvino"
+
+
+class OpenVinoUnavailable(InstsegError):
+    """OpenVINO is not installed (or cannot be imported) here."""
+
+
+@dataclass(frozen=True)
+class OpenVinoSettings:
+    """How to compile: ``precision`` f32 | bf16 | auto (bf16 where the CPU has it, else f32),
+    ``threads`` (0: OpenVINO's default, every core), ``hint`` latency | throughput (OpenVINO's
+    performance hint: one stream for one request at a time, or several streams for parallel
+    requests), ``cache`` the compiled-model cache (a second start of the same model is fast)."""
+
+    precision: str = "auto"
+    threads: int = 0
+    hint: str = "latency"
+    cache: bool = True
+
+    def check(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise InstsegError(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.hint not in HINTS:
+            raise InstsegError(f"--hint {self.hint!r} is not one of {', '.join(HINTS)}")
+        if self.threads < 0:
+            raise InstsegError(f"--threads must be >= 0, got {self.threads}")
+
+
+def import_openvino():
+    """The ``openvino`` module, or one line saying it is missing and how to install it."""
+    try:
+        import openvino
+    except ImportError as e:
+        detail = "" if e.name == "openvino" else f" ({e})"
+        raise OpenVinoUnavailable(f"OpenVINO is not installed{detail}: {OPENVINO_INSTALL}") from None
+    return openvino
+
+
+def cpu_capabilities(core) -> tuple[str, ...]:
+    """What OpenVINO's CPU plugin says it can compute here, e.g. ('BF16', 'FP32', 'INT8', ...)."""
+    return tuple(str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def resolve_precision(requested: str, capabilities: tuple[str, ...]) -> str:
+    """The inference precision to compile with: bf16 only where the CPU computes it natively.
+
+    An explicit ``bf16`` on a CPU without it falls back to f32 and says so (OpenVINO would
+    otherwise emulate or refuse it).
+    """
+    if requested == "bf16" and "BF16" not in capabilities:
+        log.warning("bf16 requested, but this CPU has no native BF16 (OpenVINO reports %s): running f32",
+                    ", ".join(capabilities) or "nothing")
+        return "f32"
+    if requested == "auto":
+        return AUTO_PRECISION
+    return requested
+
+
+class OpenVinoRunner:
+    """Runs preprocessed batches through one compiled model and one infer request."""
+
+    name = "openvino"
+
+    def __init__(self, compiled, meta: dict[str, Any], precision: str):
+        self.compiled = compiled
+        self.meta = meta
+        self.precision = precision  # the inference precision it was compiled with: f32 or bf16
+        self.request = compiled.create_infer_request()
+        self.input_names = [port.get_any_name() for port in compiled.inputs]
+        wanted = set(meta.get("outputs") or ()) | set(RAW_OUTPUTS) | {PASTED_MASKS}
+        # OpenVINO may rename a tensor (an output gets the name of the node that produced it) but
+        # keeps the exported name among its names.
+        self.outputs = {_graph_name(port, wanted): port for port in compiled.outputs}
+        self.max_batch, self.pad_to = fixed_input_shape(meta)
+
+    def run(self, batch: Batch) -> RawDetections:
+        feeds, n = fill_batch(batch, self.meta["preprocess"]["pixel_mean"], self.input_names,
+                              batch_size=self.max_batch or 0)
+        result = self.request.infer(feeds)  # copies the outputs (share_outputs=False)
+        return RawDetections.from_graph_outputs({name: result[port] for name, port in self.outputs.items()}, n)
+
+
+def _graph_name(port, wanted: set[str]) -> str:
+    names = port.get_names()
+    matching = sorted(names & wanted)
+    return matching[0] if matching else port.get_any_name()
+
+
+def load_openvino_runner(path: str | os.PathLike, settings: OpenVinoSettings | None = None,
+                         config_fallback: dict[str, Any] | None = None) -> OpenVinoRunner:
+    """Read ``path`` (.onnx or .xml), check it is one OpenVINO can run, compile it for the CPU."""
+    from instseg_deploy.ops.native_build import cache_root
+
+    settings = settings or OpenVinoSettings()
+    settings.check()
+    ov = import_openvino()
+    path = Path(path)
+    model_file = _read_model_file(path, config_fallback)
+    meta = model_file.metadata if model_file.metadata is not None else config_fallback
+    core = ov.Core()
+    model = read_openvino_model(core, path)
+    precision = resolve_precision(settings.precision, cpu_capabilities(core))
+    if meta.get("precision", "fp32") != "fp32" and precision == "bf16":
+        # An INT8 (or FP16) file already chose its precisions; bf16 on top would change them.
+        precision = "f32"
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": HINTS[settings.hint]}
+    if settings.threads:
+        config["INFERENCE_NUM_THREADS"] = settings.threads
+    if settings.cache:
+        config["CACHE_DIR"] = str(cache_root() / "openvino")
+    try:
+        compiled = core.compile_model(model, "CPU", config)
+    except RuntimeError as e:
+        raise InstsegError(f"OpenVINO cannot compile {path}: {_first_line(e)}") from None
+    return OpenVinoRunner(compiled, meta, precision)
+
+
+def _read_model_file(path: Path, config_fallback: dict[str, Any] | None) -> ModelFile:
+    model_file = read_model_file(path)
+    if model_file.format == "engine":
+        raise InstsegError(f"{path} is a TensorRT engine; --backend openvino takes an exported .onnx or an "
+                           "OpenVINO IR (.xml from `instseg export --to openvino`)")
+    if model_file.graph is not None and uses_plugin(model_file.graph):
+        raise InstsegError(f"{path} uses the {OP_TYPE} plugin node, which is TensorRT's; export with "
+                           "--roi-align onnx (the default of --to onnx) for OpenVINO")
+    if model_file.metadata is None and config_fallback is None:
+        model_file.require_metadata()
+    return model_file
+
+
+def read_openvino_model(core, path: Path):
+    """``core.read_model`` with one-line errors (a truncated .bin, a broken .xml, a foreign file)."""
+    try:
+        return core.read_model(str(path))
+    except RuntimeError as e:
+        raise InstsegError(f"OpenVINO cannot read {path}: {_first_line(e)}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:300]
