@@ -7,10 +7,11 @@ import json
 import re
 import shutil
 
+import cv2
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 from instseg_deploy.cli.main import app
@@ -26,6 +27,7 @@ from instseg_deploy.quantize.qdq import QuantizeSettings, quantize_int8
 from instseg_deploy.quantize.qdq_layout import dedicate_qdq_pairs
 from instseg_deploy.quantize.sensitivity import output_error
 from instseg_deploy.quantize.stages import SENSITIVE_LAYERS, stage_of
+from instseg_deploy.runtime.factory import load_predictor
 
 runner = CliRunner()
 PARAMS = PreprocessParams("BGR", 64, 96, (103.53, 116.28, 123.675), (1.0, 1.0, 1.0), 32)
@@ -364,3 +366,50 @@ def test_output_error_of_identical_outputs():
     assert err["found %"] == 50.0 and err["matched %"] == 50.0 and err["|score diff|"] == pytest.approx(0.1)
     err = output_error([inst.select(np.array([0]))], [shifted])  # one reference, found; one extra candidate
     assert err["found %"] == 100.0 and err["matched %"] == 50.0
+
+
+def _stem_graph(relu_feeds: str):
+    """Conv -> Q -> DQ -> Relu -> <relu_feeds> (MaxPool, or a Conv)."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+             numpy_helper.from_array(np.array(0, np.int8), "z"),
+             numpy_helper.from_array(rng.standard_normal((4, 4, 1, 1)).astype(np.float32), "w2")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="stem_conv", pads=[1, 1, 1, 1]),
+             helper.make_node("QuantizeLinear", ["c", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"]),
+             helper.make_node("Relu", ["dq"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[2, 2]) if relu_feeds == "MaxPool" else
+             helper.make_node("Conv", ["r", "w2"], ["y"])]
+    graph = helper.make_graph(nodes, "stem", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_the_stem_activation_before_relu_and_maxpool_stays_float():
+    from instseg_deploy.quantize.qdq_layout import float_pre_pool_activations
+
+    model = _stem_graph("MaxPool")
+    assert float_pre_pool_activations(model) == ["stem_conv"]
+    assert [n.op_type for n in model.graph.node] == ["Conv", "Relu", "MaxPool"]
+    assert model.graph.node[1].input[0] == "c"
+    other = _stem_graph("Conv")  # a Relu feeding a Conv keeps its Q/DQ (OpenVINO fuses that one right)
+    assert float_pre_pool_activations(other) == [] and len(other.graph.node) == 5
+
+
+def test_int8_file_runs_in_openvino_as_in_onnx_runtime(int8_model, val_images):
+    """OpenVINO mis-computed the stem's Q/DQ (detections +50%); the file keeps that activation float."""
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    from instseg_deploy.model_file.metadata import FLOAT_PRE_POOL_KEY
+    from instseg_deploy.model_file.reader import read_model_file
+
+    report, _ = int8_model
+    meta = read_model_file(report.path).metadata
+    assert meta["int8"][FLOAT_PRE_POOL_KEY] == ["/model/backbone/bottom_up/stem/conv1/Conv"]
+    ort = load_predictor("ort", model=report.path)
+    openvino = load_predictor("openvino", model=report.path, threads=2)
+    assert openvino.runner.precision == "f32"  # an INT8 file's float parts run f32, not bf16
+    images = [cv2.imread(str(p)) for p in val_images]
+    found_ort = sum(len(r) for r in ort.predict(images))
+    found_openvino = sum(len(r) for r in openvino.predict(images))
+    assert abs(found_openvino - found_ort) <= 0.05 * found_ort, (found_ort, found_openvino)

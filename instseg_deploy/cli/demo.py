@@ -39,7 +39,7 @@ def demo(
                                         "bundled generated val set.", min=1, show_default=False),
     bench_iters: int = typer.Option(5, "--bench-iters", help="Timed iterations per benchmark row.", min=1),
 ) -> None:
-    """Dataset -> model -> ONNX export -> COCO AP torch vs ONNX Runtime -> speed table, all in --out."""
+    """Dataset -> model -> ONNX export -> COCO AP torch vs ONNX Runtime (vs OpenVINO) -> speed table, all in --out."""
     from instseg_deploy.atomic import write_json
     from instseg_deploy.bench.report import markdown, plot, rich_table
     from instseg_deploy.bench.run import BenchRequest, run_bench
@@ -84,10 +84,13 @@ def demo(
     console.print(f"{report.path}: {report.nodes_after} nodes (from {report.nodes_before}), "
                   f"{report.size_bytes / 2**20:.1f} MiB")
 
-    _step(4, "COCO AP: torch vs ONNX Runtime")
+    exported = ("ort", "openvino") if _openvino_available() else ("ort",)
+    names = {"ort": "ONNX Runtime", "openvino": "OpenVINO f32"}
+    _step(4, "COCO AP: torch vs " + " vs ".join(names[b] for b in exported))
     metrics = {}
-    for backend, kwargs in (("torch", {"config": config, "weights": weights}), ("ort", {"model": report.path})):
-        predictor = load_predictor(backend, **kwargs)
+    for backend in ("torch", *exported):
+        kwargs = {"config": config, "weights": weights} if backend == "torch" else {"model": report.path}
+        predictor = load_predictor(backend, precision="f32", **kwargs)
         with image_progress(f"eval {backend}", len(dataset.images)) as on_image:
             scored = dataset_ap(predictor, dataset, evaluator="faster-coco-eval", on_image=on_image)
         metrics[backend] = {t: r.metrics() for t, r in scored.results.items()}
@@ -102,7 +105,7 @@ def demo(
     Console().print(table)
 
     _step(5, "speed")
-    request = BenchRequest(backends=("torch", "ort"), config=config, weights=weights, models=(report.path,),
+    request = BenchRequest(backends=("torch", *exported), config=config, weights=weights, models=(report.path,),
                            images=images, batches=(1,), thread_counts=(_cores(),), warmup=1, iters=bench_iters)
     with console.status("measuring") as status:
         result = run_bench(request, on_message=status.update)
@@ -116,6 +119,16 @@ def demo(
 
 def _fmt(value: float) -> str:
     return "nan" if isinstance(value, float) and math.isnan(value) else f"{value:.2f}"
+
+
+def _openvino_available() -> bool:
+    from instseg_deploy.runtime.openvino import import_openvino
+
+    try:
+        import_openvino()
+    except InstsegError:
+        return False
+    return True
 
 
 def _cores() -> int:

@@ -18,6 +18,9 @@ from instseg_deploy.processing.preprocess import PreprocessParams
 
 METADATA_KEY = "instseg"
 FORMAT_VERSION = 1
+# In an INT8 file's meta["int8"]: the Convs whose pre-MaxPool activation `instseg quantize` keeps float
+# (quantize.qdq_layout.float_pre_pool_activations); its absence marks a file OpenVINO mis-computes.
+FLOAT_PRE_POOL_KEY = "float_pre_pool_activations"
 
 
 def build_metadata(cfg: InstsegConfig, masks: str, batch: str | int, size: str | tuple[int, int],

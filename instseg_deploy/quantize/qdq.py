@@ -26,6 +26,7 @@ from typing import Any
 
 from instseg_deploy.data.calibration import CalibrationError
 from instseg_deploy.errors import InstsegError
+from instseg_deploy.model_file.metadata import FLOAT_PRE_POOL_KEY
 from instseg_deploy.quantize.cache import file_digest, load_ranges, save_ranges
 from instseg_deploy.quantize.calibration import images_digest, reader_for_model
 from instseg_deploy.quantize.model_io import read_source_model, write_converted
@@ -186,7 +187,7 @@ def quantize_int8(model: str | os.PathLike, out: str | os.PathLike, images: list
     import onnxruntime
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    from instseg_deploy.quantize.qdq_layout import dedicate_qdq_pairs
+    from instseg_deploy.quantize.qdq_layout import dedicate_qdq_pairs, float_pre_pool_activations
 
     settings.check()
     _check_onnxruntime()
@@ -219,10 +220,12 @@ def quantize_int8(model: str | os.PathLike, out: str | os.PathLike, images: list
         quantized = onnx.load(str(quantized_path))
     if int8:
         dedicate_qdq_pairs(quantized)  # so that ONNX Runtime's x86 kernels fuse it (see qdq_layout)
+    float_activations = float_pre_pool_activations(quantized)  # so that OpenVINO computes it right
     details = {"tool": f"onnxruntime.quantization {onnxruntime.__version__}", "format": "QDQ",
                "activations": settings.activations, "weights": "int8 symmetric " +
                ("per-channel" if settings.per_channel else "per-tensor"), "method": settings.method,
-               "calibration_images": calib.images_used, "kept_float": kept_float}
+               "calibration_images": calib.images_used, "kept_float": kept_float,
+               FLOAT_PRE_POOL_KEY: float_activations}
     path = write_converted(quantized, out, props, meta, "int8", details)
     return QuantizeReport(path, candidates, kept_float, calib, Path(cache_path) if cache_path else None,
                           time.perf_counter() - start)

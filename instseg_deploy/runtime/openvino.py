@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from instseg_deploy.errors import InstsegError
+from instseg_deploy.model_file.metadata import FLOAT_PRE_POOL_KEY
 from instseg_deploy.model_file.reader import ModelFile, read_model_file
 from instseg_deploy.ops.roi_align_contract import OP_TYPE, uses_plugin
 from instseg_deploy.processing.batching import fill_batch
@@ -129,6 +130,10 @@ def load_openvino_runner(path: str | os.PathLike, settings: OpenVinoSettings | N
     path = Path(path)
     model_file = _read_model_file(path, config_fallback)
     meta = model_file.metadata if model_file.metadata is not None else config_fallback
+    if meta.get("precision") == "int8" and FLOAT_PRE_POOL_KEY not in meta.get("int8", {}):
+        raise InstsegError(f"{path} was quantized by an older instseg-deploy whose Q/DQ placement OpenVINO "
+                           "mis-computes (the stem's Q/DQ before Relu -> MaxPool: about 4 AP lost); quantize the "
+                           "FP32 model again with `instseg quantize`")
     core = ov.Core()
     model = read_openvino_model(core, path)
     precision = resolve_precision(settings.precision, cpu_capabilities(core))

@@ -1,0 +1,113 @@
+"""OpenVINO vs ONNX Runtime accuracy on the fixture model: the parity numbers of the OpenVINO issue.
+
+For each dataset (the fixture val set, and a generated set), every backend predicts every image:
+ORT FP32, OpenVINO f32 and bf16 on the FP32 export, ORT and OpenVINO on an INT8 QDQ file made
+with `instseg quantize`'s code. Prints per backend: COCO bbox/segm AP, the AP change against its
+reference, the detection count, and for OpenVINO f32 the share of ORT's detections matched one
+to one (same class, box IoU >= 0.99, |score diff| <= 1e-3).
+
+    python benchmarks/openvino_parity.py --work /tmp/ov_parity --generated 300
+
+Files (exports, the generated set) are kept in --work and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def models(work: Path) -> tuple[Path, Path]:
+    from instseg_deploy.data.calibration import calibration_images
+    from instseg_deploy.data.synth import generate
+    from instseg_deploy.demo_data import DEMO_DATA
+    from instseg_deploy.export.onnx_export import export_onnx
+    from instseg_deploy.quantize.qdq import quantize_int8
+    from instseg_deploy.runtime.torch_model import load_model
+
+    work.mkdir(parents=True, exist_ok=True)
+    fp32, int8 = work / "fixture.onnx", work / "fixture.int8.onnx"
+    if not fp32.is_file():
+        net, cfg = load_model(DEMO_DATA / "shapes_r50" / "config.yaml", DEMO_DATA / "shapes_r50" / "model_final.pkl")
+        export_onnx(net, cfg, fp32)
+    if not int8.is_file():
+        calib = work / "calib"
+        if not (calib / "annotations.json").is_file():
+            generate(calib, 64, seed=1)
+        log("quantizing the fixture model (INT8 QDQ, 64 generated calibration images)")
+        quantize_int8(fp32, int8, calibration_images(images=calib / "images", num_images=64))
+    return fp32, int8
+
+
+def evaluate_set(name: str, images: Path, annotations: Path, fp32: Path, int8: Path) -> list[str]:
+    from instseg_deploy.coco_format import instances_to_coco
+    from instseg_deploy.data.coco import load_coco_dataset, read_dataset_image
+    from instseg_deploy.evaluation.coco_eval import evaluate, load_ground_truth
+    from instseg_deploy.evaluation.parity import match_detections
+    from instseg_deploy.runtime.factory import load_predictor
+
+    dataset = load_coco_dataset(images, annotations)
+    backends = {"ort fp32": ("ort", fp32, {}), "openvino f32": ("openvino", fp32, {"precision": "f32"}),
+                "openvino bf16": ("openvino", fp32, {"precision": "bf16"}), "ort int8": ("ort", int8, {}),
+                "openvino int8": ("openvino", int8, {})}
+    predictors = {label: load_predictor(b, model=m, threads=2, **kw) for label, (b, m, kw) in backends.items()}
+    detections = {label: [] for label in predictors}
+    matched = total = 0
+    for i, record in enumerate(dataset.images):
+        image = read_dataset_image(record.path, record.id, record.height, record.width)
+        results = {label: p(image) for label, p in predictors.items()}
+        for label, instances in results.items():
+            detections[label].extend(instances_to_coco(instances, record.id, dataset.category_ids))
+        report = match_detections(results["ort fp32"], results["openvino f32"])
+        matched, total = matched + len(report.pairs), total + max(report.num_reference, report.num_candidate)
+        if i % 50 == 0:
+            log(f"{name}: image {i + 1}/{len(dataset.images)}")
+    gt = load_ground_truth(dataset.annotations_path)
+    ap = {label: {t: evaluate(gt, dets, t).metrics()["AP"] for t in ("bbox", "segm")}
+          for label, dets in detections.items()}
+    reference = {"openvino f32": "ort fp32", "openvino bf16": "openvino f32", "ort int8": "ort fp32",
+                 "openvino int8": "openvino f32"}
+    lines = [f"#### {name} ({len(dataset.images)} images)", "",
+             "| backend | bbox AP | segm AP | vs | Δ bbox | Δ segm | detections |", "|---|---|---|---|---|---|---|"]
+    for label in predictors:
+        ref = reference.get(label)
+        delta = (f"{ref} | {ap[label]['bbox'] - ap[ref]['bbox']:+.3f} | {ap[label]['segm'] - ap[ref]['segm']:+.3f}"
+                 if ref else "- | - | -")
+        lines.append(f"| {label} | {ap[label]['bbox']:.3f} | {ap[label]['segm']:.3f} | {delta} | "
+                     f"{len(detections[label])} |")
+    count_ort, count_ov = len(detections["ort int8"]), len(detections["openvino int8"])
+    lines += ["", f"OpenVINO f32 vs ORT FP32: {matched}/{total} detections matched one to one "
+              f"({100 * matched / max(total, 1):.2f}%). INT8 file: OpenVINO {count_ov} vs ORT {count_ort} detections "
+              f"({100 * (count_ov - count_ort) / max(count_ort, 1):+.1f}%).", ""]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/ov_parity"))
+    parser.add_argument("--generated", type=int, default=300, help="Images in the generated set (0: none).")
+    args = parser.parse_args()
+    from instseg_deploy.bench.machine import cpu_isa
+    from instseg_deploy.data.synth import generate
+    from instseg_deploy.demo_data import DEMO_DATA
+
+    fp32, int8 = models(args.work)
+    isa = cpu_isa()
+    print(f"CPU: {isa.model} ({isa.summary})\n")
+    val = DEMO_DATA / "shapes_val"
+    print("\n".join(evaluate_set("fixture val set", val / "images", val / "annotations.json", fp32, int8)))
+    if args.generated:
+        generated = args.work / f"generated{args.generated}"
+        if not (generated / "annotations.json").is_file():
+            generate(generated, args.generated, seed=7)
+        print("\n".join(evaluate_set("generated set, seed 7", generated / "images", generated / "annotations.json",
+                                     fp32, int8)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""ONNX Runtime vs OpenVINO (f32, bf16, INT8) on the CPU, measured interleaved in one run.
+
+Two sections, both printed as Markdown on stdout (progress on stderr):
+
+1. Model speed at 800x1333 (padded to 800x1344) of the R50-FPN-3x architecture with seeded random
+   weights (conv time does not depend on the weights): `instseg bench` rows for ORT FP32, ORT INT8,
+   OpenVINO f32 / bf16 on the FP32 export and OpenVINO on the INT8 QDQ file, measured round-robin
+   (--rounds, one process per row) so a busy machine slows every row alike.
+2. The whole `eval` of the fixture model on its val set: for every image in turn, each backend
+   predicts it (pre/post-processing included), so the per-backend totals are interleaved too; AP of
+   every backend from the same predictions.
+
+    python benchmarks/openvino_speed.py --work /tmp/bench_ov --rounds 6 --threads 2
+
+Model files are kept in --work and reused by the next run (delete the folder to rebuild).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+R50 = REPO / "configs" / "COCO-InstanceSegmentation" / "mask_rcnn_R_50_FPN_3x.yaml"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def r50_models(work: Path, calib_images: int) -> tuple[Path, Path]:
+    """(FP32 export, INT8 QDQ of it) of the R50-FPN-3x architecture with seeded random weights."""
+    import torch
+
+    from instseg_deploy.class_names import default_class_names
+    from instseg_deploy.config import load_config
+    from instseg_deploy.data.calibration import calibration_images
+    from instseg_deploy.data.synth import generate
+    from instseg_deploy.export.onnx_export import export_onnx
+    from instseg_deploy.modeling import build_model
+    from instseg_deploy.quantize.qdq import quantize_int8
+
+    work.mkdir(parents=True, exist_ok=True)
+    fp32, int8 = work / "r50.onnx", work / "r50.int8.onnx"
+    if not fp32.is_file():
+        log("exporting the R50-FPN-3x architecture (seeded random weights)")
+        cfg = load_config(R50)
+        cfg.class_names = default_class_names(cfg.model.num_classes)
+        torch.manual_seed(0)
+        export_onnx(build_model(cfg.model).eval(), cfg, fp32)
+    if not int8.is_file():
+        calib = work / "calib"
+        if not (calib / "annotations.json").is_file():
+            generate(calib, calib_images, seed=1)
+        log(f"quantizing (INT8 QDQ, {calib_images} calibration images)")
+        quantize_int8(fp32, int8, calibration_images(images=calib / "images", num_images=calib_images))
+    return fp32, int8
+
+
+def model_speed(fp32: Path, int8: Path, threads: int, rounds: int) -> str:
+    from instseg_deploy.bench.report import markdown
+    from instseg_deploy.bench.run import BenchRequest, run_bench
+
+    request = BenchRequest(backends=("ort", "openvino"), models=(fp32, int8), size=(800, 1333), batches=(1,),
+                           thread_counts=(threads,), warmup=1, iters=1, rounds=rounds, precisions=("f32", "bf16"))
+    result = run_bench(request, on_message=log)
+    rows = {row["label"]: row for row in result["rows"]}
+    base = rows["ort fp32"]["model_ms"]["p50"]
+    ratios = ", ".join(f"{label} {base / row['model_ms']['p50']:.2f}x" for label, row in rows.items())
+    return markdown(result) + f"\n\nModel-only p50 speed-up over ORT FP32 (same run): {ratios}.\n"
+
+
+def whole_eval(threads: int) -> str:
+    """Every backend predicts each fixture val image in turn; totals and AP per backend."""
+    import tempfile
+
+    from instseg_deploy.coco_format import instances_to_coco
+    from instseg_deploy.data.coco import load_coco_dataset, read_dataset_image
+    from instseg_deploy.demo_data import DEMO_DATA
+    from instseg_deploy.evaluation.coco_eval import evaluate, load_ground_truth
+    from instseg_deploy.export.onnx_export import export_onnx
+    from instseg_deploy.runtime.factory import load_predictor
+    from instseg_deploy.runtime.torch_model import load_model
+
+    model_dir, val = DEMO_DATA / "shapes_r50", DEMO_DATA / "shapes_val"
+    dataset = load_coco_dataset(val / "images", val / "annotations.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        net, cfg = load_model(model_dir / "config.yaml", model_dir / "model_final.pkl")
+        onnx_path = export_onnx(net, cfg, Path(tmp) / "fixture.onnx").path
+        predictors = {"ort fp32": load_predictor("ort", model=onnx_path, threads=threads),
+                      "openvino f32": load_predictor("openvino", model=onnx_path, threads=threads, precision="f32"),
+                      "openvino bf16": load_predictor("openvino", model=onnx_path, threads=threads, precision="bf16")}
+        seconds = dict.fromkeys(predictors, 0.0)
+        detections: dict[str, list] = {name: [] for name in predictors}
+        for i, record in enumerate(dataset.images):
+            image = read_dataset_image(record.path, record.id, record.height, record.width)
+            for name, predictor in predictors.items():
+                start = time.perf_counter()
+                instances = predictor(image)
+                seconds[name] += time.perf_counter() - start
+                detections[name].extend(instances_to_coco(instances, record.id, dataset.category_ids))
+            if i % 20 == 0:
+                log(f"eval image {i + 1}/{len(dataset.images)}")
+    gt = load_ground_truth(dataset.annotations_path)
+    lines = ["| backend | eval s (100 images) | speed-up vs ORT | bbox AP | segm AP | detections |",
+             "|---|---|---|---|---|---|"]
+    for name in predictors:
+        ap = {t: evaluate(gt, detections[name], t).metrics()["AP"] for t in ("bbox", "segm")}
+        lines.append(f"| {name} | {seconds[name]:.1f} | {seconds['ort fp32'] / seconds[name]:.2f}x | "
+                     f"{ap['bbox']:.3f} | {ap['segm']:.3f} | {len(detections[name])} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/bench_ov"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--calib-images", type=int, default=32)
+    parser.add_argument("--skip-r50", action="store_true", help="Only the fixture model's whole eval.")
+    args = parser.parse_args()
+    from instseg_deploy.bench.machine import cpu_isa
+
+    isa = cpu_isa()
+    print(f"CPU: {isa.model} ({isa.summary}), {args.threads} threads\n")
+    if not args.skip_r50:
+        fp32, int8 = r50_models(args.work, args.calib_images)
+        print("### R50-FPN-3x architecture, 800x1333, model only\n")
+        print(model_speed(fp32, int8, args.threads, args.rounds))
+    print("### Fixture model, whole eval on its val set (100 images), interleaved per image\n")
+    print(whole_eval(args.threads))
+
+
+if __name__ == "__main__":
+    main()
