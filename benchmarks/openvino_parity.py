@@ -45,9 +45,9 @@ def models(work: Path) -> tuple[Path, Path]:
 
 
 def evaluate_set(name: str, images: Path, annotations: Path, fp32: Path, int8: Path) -> list[str]:
-    from instseg_deploy.coco_format import instances_to_coco
-    from instseg_deploy.data.coco import load_coco_dataset, read_dataset_image
-    from instseg_deploy.evaluation.coco_eval import evaluate, load_ground_truth
+    from interleaved_eval import predict_interleaved
+
+    from instseg_deploy.data.coco import load_coco_dataset
     from instseg_deploy.evaluation.parity import match_detections
     from instseg_deploy.runtime.factory import load_predictor
 
@@ -56,20 +56,16 @@ def evaluate_set(name: str, images: Path, annotations: Path, fp32: Path, int8: P
                 "openvino bf16": ("openvino", fp32, {"precision": "bf16"}), "ort int8": ("ort", int8, {}),
                 "openvino int8": ("openvino", int8, {})}
     predictors = {label: load_predictor(b, model=m, threads=2, **kw) for label, (b, m, kw) in backends.items()}
-    detections = {label: [] for label in predictors}
-    matched = total = 0
-    for i, record in enumerate(dataset.images):
-        image = read_dataset_image(record.path, record.id, record.height, record.width)
-        results = {label: p(image) for label, p in predictors.items()}
-        for label, instances in results.items():
-            detections[label].extend(instances_to_coco(instances, record.id, dataset.category_ids))
+    counts = {"matched": 0, "total": 0}
+
+    def match(results: dict) -> None:
         report = match_detections(results["ort fp32"], results["openvino f32"])
-        matched, total = matched + len(report.pairs), total + max(report.num_reference, report.num_candidate)
-        if i % 50 == 0:
-            log(f"{name}: image {i + 1}/{len(dataset.images)}")
-    gt = load_ground_truth(dataset.annotations_path)
-    ap = {label: {t: evaluate(gt, dets, t).metrics()["AP"] for t in ("bbox", "segm")}
-          for label, dets in detections.items()}
+        counts["matched"] += report.matched
+        counts["total"] += max(report.num_reference, report.num_candidate)
+
+    run = predict_interleaved(predictors, dataset, on_image=match, name=name)
+    detections, ap = run.detections, run.ap(dataset)
+    matched, total = counts["matched"], counts["total"]
     reference = {"openvino f32": "ort fp32", "openvino bf16": "openvino f32", "ort int8": "ort fp32",
                  "openvino int8": "openvino f32"}
     lines = [f"#### {name} ({len(dataset.images)} images)", "",

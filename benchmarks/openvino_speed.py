@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,10 +75,10 @@ def whole_eval(threads: int) -> str:
     """Every backend predicts each fixture val image in turn; totals and AP per backend."""
     import tempfile
 
-    from instseg_deploy.coco_format import instances_to_coco
-    from instseg_deploy.data.coco import load_coco_dataset, read_dataset_image
+    from interleaved_eval import predict_interleaved
+
+    from instseg_deploy.data.coco import load_coco_dataset
     from instseg_deploy.demo_data import DEMO_DATA
-    from instseg_deploy.evaluation.coco_eval import evaluate, load_ground_truth
     from instseg_deploy.export.onnx_export import export_onnx
     from instseg_deploy.runtime.factory import load_predictor
     from instseg_deploy.runtime.torch_model import load_model
@@ -92,24 +91,13 @@ def whole_eval(threads: int) -> str:
         predictors = {"ort fp32": load_predictor("ort", model=onnx_path, threads=threads),
                       "openvino f32": load_predictor("openvino", model=onnx_path, threads=threads, precision="f32"),
                       "openvino bf16": load_predictor("openvino", model=onnx_path, threads=threads, precision="bf16")}
-        seconds = dict.fromkeys(predictors, 0.0)
-        detections: dict[str, list] = {name: [] for name in predictors}
-        for i, record in enumerate(dataset.images):
-            image = read_dataset_image(record.path, record.id, record.height, record.width)
-            for name, predictor in predictors.items():
-                start = time.perf_counter()
-                instances = predictor(image)
-                seconds[name] += time.perf_counter() - start
-                detections[name].extend(instances_to_coco(instances, record.id, dataset.category_ids))
-            if i % 20 == 0:
-                log(f"eval image {i + 1}/{len(dataset.images)}")
-    gt = load_ground_truth(dataset.annotations_path)
+        run = predict_interleaved(predictors, dataset)
+    ap, seconds = run.ap(dataset), run.seconds
     lines = ["| backend | eval s (100 images) | speed-up vs ORT | bbox AP | segm AP | detections |",
              "|---|---|---|---|---|---|"]
     for name in predictors:
-        ap = {t: evaluate(gt, detections[name], t).metrics()["AP"] for t in ("bbox", "segm")}
         lines.append(f"| {name} | {seconds[name]:.1f} | {seconds['ort fp32'] / seconds[name]:.2f}x | "
-                     f"{ap['bbox']:.3f} | {ap['segm']:.3f} | {len(detections[name])} |")
+                     f"{ap[name]['bbox']:.3f} | {ap[name]['segm']:.3f} | {len(run.detections[name])} |")
     return "\n".join(lines) + "\n"
 
 

@@ -23,25 +23,15 @@ Color class_color(int64_t index) {
   const double h = hue / 60.0;
   const double x = c * (1.0 - std::fabs(std::fmod(h, 2.0) - 1.0));
   double r = 0, g = 0, b = 0;
-  if (h < 1) {
-    r = c;
-    g = x;
-  } else if (h < 2) {
-    r = x;
-    g = c;
-  } else if (h < 3) {
-    g = c;
-    b = x;
-  } else if (h < 4) {
-    g = x;
-    b = c;
-  } else if (h < 5) {
-    r = x;
-    b = c;
-  } else {
-    r = c;
-    b = x;
-  }
+  // One hue sector per line reads as the table it is.
+  // clang-format off
+  if (h < 1) { r = c; g = x; }
+  else if (h < 2) { r = x; g = c; }
+  else if (h < 3) { g = c; b = x; }
+  else if (h < 4) { g = x; b = c; }
+  else if (h < 5) { r = x; b = c; }
+  else { r = c; b = x; }
+  // clang-format on
   const double m = v - c;
   auto u8 = [](double value) { return static_cast<uint8_t>(std::lround(std::clamp(value, 0.0, 255.0))); };
   return {u8(b + m), u8(g + m), u8(r + m)};

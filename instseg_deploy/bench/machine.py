@@ -70,7 +70,9 @@ def machine_info(device: str = "cpu") -> dict:
     try:
         import openvino
 
-        machine["openvino"] = openvino.__version__.split("-")[0]
+        from instseg_deploy.runtime.openvino import openvino_version
+
+        machine["openvino"] = openvino_version(openvino)
     except ImportError:
         pass
     if device.startswith("cuda"):

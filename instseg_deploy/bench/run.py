@@ -134,23 +134,22 @@ def _export_for_ort(request: BenchRequest, out: Path, say: Callable[[str], None]
 def _row_specs(request: BenchRequest, images: tuple[str, ...], onnx_models: list[Path]) -> list[RowSpec]:
     """Rows in table order: for every batch and thread count, torch, then each ort model, then each engine."""
     hw = request.size
-    specs = []
-    for b in request.batches:
-        for t in request.thread_counts:
-            common = dict(batch=b, threads=t, images=images, warmup=request.warmup, iters=request.iters,
-                          min_size=min(hw) if hw else None, max_size=max(hw) if hw else None, device=request.device)
-            if "torch" in request.backends:
-                specs.append(RowSpec("torch", "torch fp32", config=_s(request.config), weights=_s(request.weights),
-                                     **common))
-            if "ort" in request.backends:
-                specs += [RowSpec("ort", f"ort {precision_label(m)}", model=str(m), **common) for m in onnx_models]
-            if "openvino" in request.backends:
-                specs += [RowSpec("openvino", label, model=str(m), precision=precision, **common)
-                          for m in onnx_models + _ir_models(request) for label, precision in _openvino_rows(request, m)]
-            if "trt" in request.backends:
-                specs += [RowSpec("trt", "trt", model=str(m), **common) for m in request.models
-                          if m.suffix == ".engine"]
-    return specs
+    # (backend, label, keyword arguments) of every row of one batch size and thread count, in table order;
+    # the model files are read once here, not once per batch and thread count.
+    rows: list[tuple[str, str, dict]] = []
+    if "torch" in request.backends:
+        rows.append(("torch", "torch fp32", {"config": _s(request.config), "weights": _s(request.weights)}))
+    if "ort" in request.backends:
+        rows += [("ort", f"ort {precision_label(m)}", {"model": str(m)}) for m in onnx_models]
+    if "openvino" in request.backends:
+        rows += [("openvino", label, {"model": str(m), "precision": precision})
+                 for m in onnx_models + _ir_models(request) for label, precision in _openvino_rows(request, m)]
+    if "trt" in request.backends:
+        rows += [("trt", "trt", {"model": str(m)}) for m in request.models if m.suffix == ".engine"]
+    return [RowSpec(backend, label, batch=b, threads=t, images=images, warmup=request.warmup, iters=request.iters,
+                    min_size=min(hw) if hw else None, max_size=max(hw) if hw else None, device=request.device,
+                    **kwargs)
+            for b in request.batches for t in request.thread_counts for backend, label, kwargs in rows]
 
 
 def _ir_models(request: BenchRequest) -> list[Path]:

@@ -84,15 +84,15 @@ def probe_environment() -> Environment:
     env = Environment(torch_version, torch_cuda, gpus, ort_version, providers, trt_version, trt_problem,
                       plugin_path, plugin_problem)
     try:
-        from instseg_deploy.runtime.openvino import cpu_capabilities, import_openvino
+        from instseg_deploy.runtime.openvino import cpu_capabilities, error_line, import_openvino, openvino_version
 
         ov = import_openvino()
-        env.openvino_version = ov.__version__.split("-")[0]
+        env.openvino_version = openvino_version(ov)
         env.openvino_capabilities = list(cpu_capabilities(ov.Core()))
     except InstsegError as e:
         env.openvino_problem = str(e)
     except RuntimeError as e:  # the CPU plugin failed to load
-        env.openvino_problem = f"OpenVINO does not start its CPU plugin ({str(e).strip().splitlines()[-1][:120]})"
+        env.openvino_problem = f"OpenVINO does not start its CPU plugin ({error_line(e)})"
     return env
 
 

@@ -16,9 +16,8 @@ from pathlib import Path
 
 from instseg_deploy.errors import InstsegError
 from instseg_deploy.model_file.metadata import METADATA_KEY
-from instseg_deploy.model_file.reader import IR_SUFFIX, read_model_file
-from instseg_deploy.ops.roi_align_contract import OP_TYPE, uses_plugin
-from instseg_deploy.runtime.openvino import import_openvino, read_openvino_model
+from instseg_deploy.model_file.reader import IR_SUFFIX
+from instseg_deploy.runtime.openvino import error_line, import_openvino, openvino_model_file, read_openvino_model
 
 
 @dataclass(frozen=True)
@@ -38,13 +37,10 @@ def export_openvino_ir(onnx_path: str | os.PathLike, out: str | os.PathLike) -> 
     onnx_path, out = Path(onnx_path), Path(out)
     if out.suffix.lower() != IR_SUFFIX:
         raise InstsegError(f"--out {out} must be the IR's .xml (its weights go to {out.with_suffix('.bin').name})")
-    source = read_model_file(onnx_path)
+    source = openvino_model_file(onnx_path, needs_metadata=False)
     if source.format != "onnx":
         raise InstsegError(f"{onnx_path} is not an ONNX model; --to openvino converts an `instseg export` .onnx")
     meta = source.require_metadata("export it with `instseg export --to onnx` first")
-    if uses_plugin(source.graph):
-        raise InstsegError(f"{onnx_path} uses the {OP_TYPE} plugin node (TensorRT only); export with "
-                           "--roi-align onnx for OpenVINO")
     ov = import_openvino()
     model = read_openvino_model(ov.Core(), onnx_path)
     model.set_rt_info(json.dumps(meta), [METADATA_KEY])
@@ -54,7 +50,7 @@ def export_openvino_ir(onnx_path: str | os.PathLike, out: str | os.PathLike) -> 
         try:
             ov.save_model(model, str(staged), compress_to_fp16=False)
         except RuntimeError as e:
-            raise InstsegError(f"OpenVINO could not write {out}: {str(e).strip().splitlines()[-1][:200]}") from None
+            raise InstsegError(f"OpenVINO could not write {out}: {error_line(e)}") from None
         os.replace(staged.with_suffix(".bin"), out.with_suffix(".bin"))
         os.replace(staged, out)
     weights = out.with_suffix(".bin")

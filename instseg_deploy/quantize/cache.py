@@ -8,23 +8,20 @@ whose fingerprint differs is stale and is recomputed, never silently reused.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 from instseg_deploy.atomic import write_text
+from instseg_deploy.model_file.sidecar import file_sha256
 
 FINGERPRINT_KEY = "instseg"
 
 
 def file_digest(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+    """A file's SHA-256, shortened: identifies the model a calibration cache belongs to."""
+    return file_sha256(path)[:16]
 
 
 def load_ranges(path: str | os.PathLike, fingerprint: dict[str, Any]):

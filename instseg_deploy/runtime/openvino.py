@@ -27,8 +27,8 @@ from instseg_deploy.runtime.runner import RawDetections, fixed_input_shape
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("f32", "bf16", "auto")
-# What auto picks: f32 until a bf16 graph is measured to keep detectron2's AP (bf16 everywhere costs
-# about 0.6 box AP on the fixture model); bf16 stays available explicitly.
+# What auto picks: f32 until bf16 is measured to keep the model's AP on AMX CPUs too (within 0.2 AP on an
+# AVX512-BF16 EPYC, benchmarks/OPENVINO.md; -0.64 bbox AP was reported on an AMX Xeon); bf16 stays available.
 AUTO_PRECISION = "f32"
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 OPENVINO_INSTALL = "pip install openvino"
@@ -40,7 +40,7 @@ class OpenVinoUnavailable(InstsegError):
 
 @dataclass(frozen=True)
 class OpenVinoSettings:
-    """How to compile: ``precision`` f32 | bf16 | auto (bf16 where the CPU has it, else f32),
+    """How to compile: ``precision`` f32 | bf16 | auto (see AUTO_PRECISION; bf16 only where the CPU has it),
     ``threads`` (0: OpenVINO's default, every core), ``hint`` latency | throughput (OpenVINO's
     performance hint: one stream for one request at a time, or several streams for parallel
     requests), ``cache`` the compiled-model cache (a second start of the same model is fast)."""
@@ -67,6 +67,17 @@ def import_openvino():
         detail = "" if e.name == "openvino" else f" ({e})"
         raise OpenVinoUnavailable(f"OpenVINO is not installed{detail}: {OPENVINO_INSTALL}") from None
     return openvino
+
+
+def openvino_version(ov) -> str:
+    """'2026.4.1' from the module's '2026.4.1-22982-e213a147257-releases/2026/4'."""
+    return ov.__version__.split("-")[0]
+
+
+def error_line(error: BaseException) -> str:
+    """The last non-empty line of an OpenVINO exception (its messages end with the cause), shortened."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:300]
 
 
 def cpu_capabilities(core) -> tuple[str, ...]:
@@ -100,10 +111,9 @@ class OpenVinoRunner:
         self.precision = precision  # the inference precision it was compiled with: f32 or bf16
         self.request = compiled.create_infer_request()
         self.input_names = [port.get_any_name() for port in compiled.inputs]
-        wanted = set(meta.get("outputs") or ()) | set(RAW_OUTPUTS) | {PASTED_MASKS}
         # OpenVINO may rename a tensor (an output gets the name of the node that produced it) but
         # keeps the exported name among its names.
-        self.outputs = {_graph_name(port, wanted): port for port in compiled.outputs}
+        self.outputs = {_graph_name(port, {*RAW_OUTPUTS, PASTED_MASKS}): port for port in compiled.outputs}
         self.max_batch, self.pad_to = fixed_input_shape(meta)
 
     def run(self, batch: Batch) -> RawDetections:
@@ -128,7 +138,7 @@ def load_openvino_runner(path: str | os.PathLike, settings: OpenVinoSettings | N
     settings.check()
     ov = import_openvino()
     path = Path(path)
-    model_file = _read_model_file(path, config_fallback)
+    model_file = openvino_model_file(path, needs_metadata=config_fallback is None)
     meta = model_file.metadata if model_file.metadata is not None else config_fallback
     if meta.get("precision") == "int8" and FLOAT_PRE_POOL_KEY not in meta.get("int8", {}):
         raise InstsegError(f"{path} was quantized by an older instseg-deploy whose Q/DQ placement OpenVINO "
@@ -148,11 +158,13 @@ def load_openvino_runner(path: str | os.PathLike, settings: OpenVinoSettings | N
     try:
         compiled = core.compile_model(model, "CPU", config)
     except RuntimeError as e:
-        raise InstsegError(f"OpenVINO cannot compile {path}: {_first_line(e)}") from None
+        raise InstsegError(f"OpenVINO cannot compile {path}: {error_line(e)}") from None
     return OpenVinoRunner(compiled, meta, precision)
 
 
-def _read_model_file(path: Path, config_fallback: dict[str, Any] | None) -> ModelFile:
+def openvino_model_file(path: Path, needs_metadata: bool = True) -> ModelFile:
+    """``path``'s :class:`ModelFile` when OpenVINO can run it (an .onnx with standard ops, or an IR), with
+    one-line errors for an engine, the plugin flavour and (``needs_metadata``) a file without metadata."""
     model_file = read_model_file(path)
     if model_file.format == "engine":
         raise InstsegError(f"{path} is a TensorRT engine; --backend openvino takes an exported .onnx or an "
@@ -160,7 +172,7 @@ def _read_model_file(path: Path, config_fallback: dict[str, Any] | None) -> Mode
     if model_file.graph is not None and uses_plugin(model_file.graph):
         raise InstsegError(f"{path} uses the {OP_TYPE} plugin node, which is TensorRT's; export with "
                            "--roi-align onnx (the default of --to onnx) for OpenVINO")
-    if model_file.metadata is None and config_fallback is None:
+    if needs_metadata:
         model_file.require_metadata()
     return model_file
 
@@ -170,9 +182,4 @@ def read_openvino_model(core, path: Path):
     try:
         return core.read_model(str(path))
     except RuntimeError as e:
-        raise InstsegError(f"OpenVINO cannot read {path}: {_first_line(e)}") from None
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return (lines[-1] if lines else type(error).__name__)[:300]
+        raise InstsegError(f"OpenVINO cannot read {path}: {error_line(e)}") from None

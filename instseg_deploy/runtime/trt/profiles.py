@@ -13,6 +13,7 @@ from typing import Any
 from instseg_deploy.errors import InstsegError
 from instseg_deploy.processing.graph_io import IMAGE_SIZES, IMAGES, ORIGINAL_SIZES
 from instseg_deploy.processing.sizes import parse_dims, parse_hw
+from instseg_deploy.runtime.runner import fixed_input_shape
 
 DEFAULT_MAX_BATCH = 8
 IMAGE_INPUT = IMAGES  # (N, 3, H, W) float32
@@ -99,17 +100,17 @@ def resolve_image_range(meta: dict[str, Any], batch: str = "dynamic", size: str 
                 raise InstsegError(f"{flag} must be Nx3xHxW (the images input), got {'x'.join(map(str, shape))}")
         image_range = ShapeRange(*shapes)
     else:
-        model_batch, model_size = meta.get("batch", "dynamic"), meta.get("size", "dynamic")
+        model_batch, model_size = fixed_input_shape(meta)
         if batch != "dynamic":
             batches = _triple(batch, "--batch", _batch_value)
-        elif isinstance(model_batch, int):
+        elif model_batch is not None:
             batches = (model_batch,) * 3
         else:
             batches = (1, 1, DEFAULT_MAX_BATCH)
         if size != "dynamic":
             sizes = _triple(size, "--size", _size_value)
-        elif isinstance(model_size, list):
-            sizes = (tuple(model_size),) * 3
+        elif model_size is not None:
+            sizes = (model_size,) * 3
         else:
             sizes = default_size_range(meta)
         image_range = ShapeRange(*((n, 3, *hw) for n, hw in zip(batches, sizes)))
@@ -131,11 +132,11 @@ def _check_image_range(r: ShapeRange, meta: dict[str, Any]) -> None:
             if shape[2] % d or shape[3] % d:
                 raise InstsegError(f"the {name} size {shape[2]}x{shape[3]} must be a multiple of {d} (the model "
                                    f"pads every input to one), e.g. {_round_up(shape[2], d)}x{_round_up(shape[3], d)}")
-    model_batch, model_size = meta.get("batch", "dynamic"), meta.get("size", "dynamic")
-    if isinstance(model_batch, int) and {r.min[0], r.opt[0], r.max[0]} != {model_batch}:
+    model_batch, model_size = fixed_input_shape(meta)
+    if model_batch is not None and {r.min[0], r.opt[0], r.max[0]} != {model_batch}:
         raise InstsegError(f"the ONNX model has a fixed batch of {model_batch}; the profile must use it "
                            "(re-export with --batch dynamic for a range)")
-    if isinstance(model_size, list) and {r.min[2:], r.opt[2:], r.max[2:]} != {tuple(model_size)}:
+    if model_size is not None and {r.min[2:], r.opt[2:], r.max[2:]} != {model_size}:
         raise InstsegError(f"the ONNX model has a fixed input size {model_size[0]}x{model_size[1]}; the profile must "
                            "use it (re-export with --size dynamic for a range)")
 
