@@ -12,6 +12,33 @@ from PIL import Image, UnidentifiedImageError
 from instseg_deploy.errors import ImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# Largest image decoded (a 100 MP photo is 300 MB as BGR); checked from the header, before decoding,
+# so a small file claiming a huge image fails at once. INSTSEG_MAX_IMAGE_PIXELS raises it.
+MAX_IMAGE_PIXELS = 100_000_000
+MAX_PIXELS_ENV = "INSTSEG_MAX_IMAGE_PIXELS"
+
+
+def max_image_pixels() -> int:
+    value = os.environ.get(MAX_PIXELS_ENV, "")
+    return int(value) if value.isdigit() and int(value) > 0 else MAX_IMAGE_PIXELS
+
+
+def _check_header_size(path: Path) -> None:
+    """Refuse an image whose header declares more than max_image_pixels() pixels (Pillow reads the
+    header only; formats it does not know are left to OpenCV's own limit)."""
+    limit = max_image_pixels()
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+        size = f"{width}x{height} = {width * height:,} pixels"
+    except Image.DecompressionBombError as e:  # Pillow's own limit, at twice its MAX_IMAGE_PIXELS
+        width = height = None
+        size = str(e).split(" exceeds")[0].lower()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return
+    if width is None or width * height > limit:
+        raise ImageError(f"image {path} is too large to decode ({size}; the limit is {limit:,}, "
+                         f"set {MAX_PIXELS_ENV} to raise it)")
 
 
 def _png_bit_depth(path: Path) -> int | None:
@@ -48,8 +75,12 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, str | None]:
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"image not found: {path}")
+    _check_header_size(path)
     data = np.fromfile(path, dtype=np.uint8)  # np.fromfile + imdecode: non-ASCII paths work too
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except cv2.error as e:  # e.g. OpenCV's own pixel limit
+        raise ImageError(f"cannot decode image {path} ({str(e).strip().splitlines()[-1]})") from None
     if image is None:
         raise ImageError(f"cannot decode image {path} (corrupt or not an image)")
     if image.shape[0] < 2 or image.shape[1] < 2:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from instseg_deploy.processing.masks import as_format
 from instseg_deploy.structures import Instances
 
 
@@ -20,12 +21,16 @@ def draw_instances(image_bgr: np.ndarray, instances: Instances, class_names: tup
     """A copy of ``image_bgr`` with every instance's mask, box and "name score" label."""
     canvas = image_bgr.copy()
     order = np.argsort(instances.scores)  # low scores first, so the best ones are drawn on top
+    # Each mask over its own region: drawing never allocates a full-image mask per instance.
+    cropped = as_format(instances, "cropped") if instances.has_masks else None
     for i in order:
         color = class_color(int(instances.classes[i]))
-        if instances.masks is not None:
-            mask = instances.masks[i]
-            canvas[mask] = (canvas[mask] * (1 - alpha) + np.array(color) * alpha).astype(np.uint8)
-            contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        if cropped is not None:
+            (top, left), mask = cropped[i].offset, cropped[i].mask
+            view = canvas[top:top + mask.shape[0], left:left + mask.shape[1]]
+            view[mask] = (view[mask] * (1 - alpha) + np.array(color) * alpha).astype(np.uint8)
+            contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
+                                           offset=(left, top))
             cv2.drawContours(canvas, contours, -1, color, 1, cv2.LINE_AA)
     for i in order:
         color = class_color(int(instances.classes[i]))

@@ -51,8 +51,13 @@ def test_bench_torch_and_ort_rows(tmp_path, tiny_weights):
         assert row["input_hw"] == [128, 192] and row["input_hws"] == [[128, 192]]
         assert row["rounds"] == 2 and row["processes"] == 2 and len(row["round_p50_ms"]) == 2
         assert "end_to_end_s" not in row
+        # Host time apart from the model's: each stage's median within the end-to-end one.
+        assert row["mask_format"] == "rle"
+        assert 0 < row["pre_ms"]["p50"] < row["end_to_end_ms"]["p50"]
+        assert 0 < row["post_ms"]["p50"] < row["end_to_end_ms"]["p50"]
+        assert row["overlapped_images_per_s"] > 0  # batch 2: throughput mode also runs overlapped
     table = (out / "b.md").read_text()
-    assert table.count("\n| ") == 1 + len(rows) and "% peak" in table
+    assert table.count("\n| ") == 1 + len(rows) and "% peak" in table and "host %" in table
     assert f"CPU: {report['machine']['cpu']} ({report['machine']['isa']})" in table and "| f32 " in table
     assert (out / "b.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -144,6 +149,16 @@ def test_bench_rejects_bad_requests(tmp_path):
     assert result.exit_code == 2 and "--size must be HxW" in result.output
     result = runner.invoke(app, ["bench", "--backend", "torch", "--weights", str(tmp_path / "w.pth"), "--batch", "1,x"])
     assert result.exit_code == 2 and "--batch takes comma-separated integers" in result.output
+    result = runner.invoke(app, ["bench", "--backend", "torch", "--weights", str(tmp_path / "w.pth"),
+                                 "--mask-format", "polygons"])
+    assert result.exit_code == 2 and "--mask-format must be one of" in result.output
+
+
+def test_bench_refuses_a_batch_larger_than_its_images(tmp_path, tiny_weights):
+    """8 generated images cannot make a batch of 100000: the rows would count images they never ran."""
+    result = runner.invoke(app, ["bench", "--backend", "torch", "--weights", str(tiny_weights), "--batch", "100000",
+                                 "--size", "64x96"])
+    assert result.exit_code == 2 and "--batch 100000 needs at least that many images" in result.output
 
 
 def _results_script():

@@ -90,8 +90,40 @@ def _cpp_instances(entries: list[dict], file_name: str, image_hw: tuple[int, int
                      np.array([e["category_id"] - 1 for e in mine], np.int64), masks)
 
 
+@pytest.fixture(scope="session")
+def app_run(cpp_build, exported_onnx, tmp_path_factory):
+    """app_run(flavour, mask_format) -> (results.json entries, output folder) of the app on the
+    flavour's golden images with --score-thresh 0 and overlays; each run once per session."""
+    runs = {}
+
+    def run(flavour: str, mask_format: str):
+        if (flavour, mask_format) not in runs:
+            out = tmp_path_factory.mktemp(f"app_{flavour}_{mask_format}")
+            args = ["--model", str(exported_onnx[flavour]), "--out", str(out), "--score-thresh", "0",
+                    "--mask-format", mask_format]
+            for path in IMAGES[flavour]:
+                args += ["--image", str(path)]
+            result = _run_app(cpp_build, *args)
+            assert result.returncode == 0, result.stderr
+            runs[flavour, mask_format] = json.loads((out / "results.json").read_text()), out
+        return runs[flavour, mask_format]
+
+    return run
+
+
+def _pycocotools_rle(mask: np.ndarray) -> dict:
+    """pycocotools' compressed RLE of one (H, W) mask, counts as str (what the Python side writes)."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
 @pytest.mark.parametrize("flavour", ["raw", "pasted"])
-def test_app_matches_python_ort_backend(cpp_build, exported_onnx, flavour, tmp_path):
+def test_app_matches_python_ort_backend(app_run, exported_onnx, flavour):
+    """The app's --mask-format rle results (made per region, no full-image masks) are the Python
+    backend's detections, and each matched detection's RLE string is pycocotools' encoding of the
+    Python dense mask."""
     from instseg_deploy.evaluation.parity import mask_iou, match_detections
     from instseg_deploy.image_io import read_image
     from instseg_deploy.model_file.metadata import preprocess_params
@@ -100,18 +132,14 @@ def test_app_matches_python_ort_backend(cpp_build, exported_onnx, flavour, tmp_p
 
     model = exported_onnx[flavour]
     images = IMAGES[flavour]
-    args = ["--model", str(model), "--out", str(tmp_path), "--score-thresh", "0"]
-    for path in images:
-        args += ["--image", str(path)]
-    result = _run_app(cpp_build, *args)
-    assert result.returncode == 0, result.stderr
-    entries = json.loads((tmp_path / "results.json").read_text())
-    assert {p.stem for p in images} <= {p.stem for p in tmp_path.glob("*.png")}
+    entries, out = app_run(flavour, "rle")
+    assert {p.stem for p in images} <= {p.stem for p in out.glob("*.png")}
 
     runner = load_ort_runner(model)
     predictor = Predictor(runner, preprocess_params(runner.meta), tuple(runner.meta["class_names"]), score_thresh=0.0)
-    matched = total = same_rle = 0
+    matched = total = pairs = 0
     worst_mask_iou = 1.0
+    different_rles = []
     for path in images:
         image, _ = read_image(path)
         reference = predictor(image)
@@ -121,25 +149,91 @@ def test_app_matches_python_ort_backend(cpp_build, exported_onnx, flavour, tmp_p
         matched += sum(iou >= MIN_MASK_IOU for iou in ious)
         total += max(len(reference), len(candidate))
         worst_mask_iou = min([worst_mask_iou, *ious])
-        same_rle += _count_identical_rles(reference, entries, path.name, report.pairs)
+        mine = [e for e in entries if e["file_name"] == path.name]
+        for r, c in report.pairs:
+            pairs += 1
+            if _pycocotools_rle(reference.masks[r]) != mine[c]["segmentation"]:
+                different_rles.append(f"{path.name} #{c}")
     rate = matched / total
     print(f"{flavour}: {matched}/{total} matched ({rate:.4%}), worst mask IoU {worst_mask_iou:.4f}, "
-          f"{same_rle} RLE strings identical to pycocotools'")
+          f"{pairs - len(different_rles)}/{pairs} RLE strings identical to pycocotools'")
     assert total >= 50  # the check is about many detections, not a handful
     assert rate >= MIN_MATCH_RATE, f"{matched}/{total} matched; worst mask IoU {worst_mask_iou:.4f}"
+    assert not different_rles, f"RLE strings differ from pycocotools' of the Python masks: {different_rles}"
 
 
-def _count_identical_rles(reference, entries: list[dict], file_name: str, pairs) -> int:
-    """How many matched pairs have byte-identical RLE strings; each pair with equal masks must."""
-    from instseg_deploy.coco_format import encode_masks
+@pytest.mark.parametrize("flavour", ["raw", "pasted"])
+def test_mask_formats_agree(app_run, flavour):
+    """--mask-format dense / rle / cropped give the same detections and the same segmentation
+    strings (dense encodes the full-image mask, rle and cropped encode from the region alone), the
+    cropped region is the box grown by one pixel with every pixel outside it off, the overlays are
+    pixel-identical; none writes no segmentation."""
+    import cv2
+    from pycocotools import mask as mask_utils
 
-    mine = [e for e in entries if e["file_name"] == file_name]
-    expected = encode_masks(reference.masks)
-    identical = 0
-    for r, c in pairs:
-        if expected[r]["counts"] == mine[c]["segmentation"]["counts"]:
-            identical += 1
-    return identical
+    runs = {fmt: app_run(flavour, fmt) for fmt in ("dense", "rle", "cropped", "none")}
+    entries = {fmt: run[0] for fmt, run in runs.items()}
+    assert len(entries["dense"]) >= 50
+    masks = ("segmentation", "mask_offset", "mask_size")
+    detections = [{k: v for k, v in e.items() if k not in masks} for e in entries["dense"]]
+    for fmt in ("rle", "cropped", "none"):
+        assert [{k: v for k, v in e.items() if k not in masks} for e in entries[fmt]] == detections, fmt
+    for e in entries["none"]:
+        assert not set(masks) & set(e), e
+
+    for dense, rle, cropped in zip(entries["dense"], entries["rle"], entries["cropped"]):
+        assert "mask_offset" not in dense and "mask_offset" not in rle
+        assert dense["segmentation"] == rle["segmentation"] == cropped["segmentation"]
+        h, w = dense["segmentation"]["size"]
+        top, left = cropped["mask_offset"]
+        rh, rw = cropped["mask_size"]
+        assert 0 <= top and 0 <= left and 0 < rh <= h - top and 0 < rw <= w - left, cropped
+        # The box (3 decimals in the JSON) grown by one pixel and clipped: floor(x0) - 1 .. ceil(x1) + 1.
+        x0, y0, bw, bh = cropped["bbox"]
+        for lo, hi, start, size, limit in ((x0, x0 + bw, left, rw, w), (y0, y0 + bh, top, rh, h)):
+            assert start == 0 or lo - 2 - 1e-3 < start <= lo - 1 + 1e-3, cropped
+            assert start + size == limit or hi + 1 - 1e-3 <= start + size < hi + 2 + 1e-3, cropped
+        mask = mask_utils.decode(dense["segmentation"])
+        placed = np.zeros_like(mask)  # the cropped region put into zeros is the dense mask
+        placed[top:top + rh, left:left + rw] = mask_utils.decode(cropped["segmentation"])[top:top + rh, left:left + rw]
+        np.testing.assert_array_equal(placed, mask)
+
+    drawn_masks = False
+    for path in IMAGES[flavour]:
+        overlays = {fmt: cv2.imread(str(run[1] / f"{path.stem}.png")) for fmt, run in runs.items()}
+        for fmt in ("rle", "cropped"):
+            np.testing.assert_array_equal(overlays[fmt], overlays["dense"], err_msg=f"{path.name} {fmt}")
+        drawn_masks |= not np.array_equal(overlays["none"], overlays["dense"])
+    assert drawn_masks  # the overlays do draw masks, and none draws none
+
+
+def test_region_rle_equals_full_image_rle(cpp_build):
+    """C++ unit test (instseg_check rle-selftest): on random masks and regions the region RLE equals
+    the full-image RLE, strings and regions decode back, and malformed RLE is refused."""
+    result = subprocess.run([str(cpp_build / "instseg_check"), "rle-selftest", "0", "20000"], capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 0 and result.stdout.strip() == "ok 20000", result.stderr
+
+
+def test_region_rle_equals_pycocotools(cpp_build, tmp_path):
+    """The region RLE of random crops placed in random images is pycocotools' string of the full mask."""
+    rng = np.random.default_rng(0)
+    crop_file = tmp_path / "crop.raw"
+    for case in range(40):
+        h, w = (int(v) for v in rng.integers(1, 70, 2))
+        top, left = int(rng.integers(0, h)), int(rng.integers(0, w))
+        if case % 3 == 0:  # touching the bottom-right corner
+            rh, rw = h - top, w - left
+        else:
+            rh, rw = int(rng.integers(1, h - top + 1)), int(rng.integers(1, w - left + 1))
+        crop = (rng.random((rh, rw)) < [0.0, 0.3, 0.9, 1.0][case % 4]).astype(np.uint8)
+        crop.tofile(crop_file)
+        result = subprocess.run([str(cpp_build / "instseg_check"), "rle-region", *map(str, (h, w, top, left, rh, rw)),
+                                 str(crop_file)], capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stderr
+        full = np.zeros((h, w), np.uint8)
+        full[top:top + rh, left:left + rw] = crop
+        assert result.stdout.strip() == _pycocotools_rle(full)["counts"], (h, w, top, left, rh, rw)
 
 
 def test_rle_strings_equal_pycocotools(cpp_build, exported_onnx, tmp_path):
@@ -337,6 +431,10 @@ def test_bad_arguments(cpp_build, tmp_path):
     _assert_clean_failure(_run_app(cpp_build, "--image", str(SHAPES[0]), "--out", str(tmp_path)), "--model is required")
     _assert_clean_failure(_run_app(cpp_build, "--model", "m.onnx", "--image", "x.jpg", "--out", str(tmp_path),
                                    "--score-thresh", "abc"), "--score-thresh needs a number")
-    assert _run_app(cpp_build, "--help").returncode == 0
+    _assert_clean_failure(_run_app(cpp_build, "--model", "m.onnx", "--image", "x.jpg", "--out", str(tmp_path),
+                                   "--mask-format", "sparse"),
+                          "--mask-format: unknown mask format 'sparse': choose dense, rle, cropped or none")
+    usage = _run_app(cpp_build, "--help")
+    assert usage.returncode == 0 and "--mask-format F" in usage.stdout and "(default rle)" in usage.stdout
     version = _run_app(cpp_build, "--version")
     assert version.returncode == 0 and "onnxruntime 1." in version.stdout

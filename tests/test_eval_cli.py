@@ -123,6 +123,35 @@ def test_predictions_mode_writes_present_types(tmp_path, d2_dir):
     assert list(metrics) == ["bbox"] and metrics["bbox"]["AP"] == pytest.approx(51.912547649101114)
 
 
+def test_polygon_results_score_like_their_rle(tmp_path, d2_dir):
+    """COCO results may carry polygons: they are rasterised at the image's size, so polygons traced around
+    each mask score exactly like those same polygons given as RLE."""
+    import cv2
+    from pycocotools import mask as mask_utils
+
+    results = json.loads((d2_dir / "eval" / "coco_instances_results.json").read_text())[:300]
+    as_polygons, as_rle = [], []
+    for r in results:
+        mask = mask_utils.decode({**r["segmentation"], "counts": r["segmentation"]["counts"].encode()})
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        polygons = [c.reshape(-1).astype(float).tolist() for c in contours if len(c) >= 3]
+        if not polygons:
+            continue
+        h, w = mask.shape
+        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))
+        as_polygons.append({**r, "segmentation": polygons})
+        as_rle.append({**r, "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}})
+    metrics = {}
+    for name, entries in (("polygons", as_polygons), ("rle", as_rle)):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(entries))
+        result = runner.invoke(app, ["eval", "--predictions", str(path), "--annotations",
+                                     str(DEMO_DATA / "shapes_val" / "annotations.json"), "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        metrics[name] = json.loads((tmp_path / name / "metrics.json").read_text())["segm"]["AP"]
+    assert metrics["polygons"] == metrics["rle"] and metrics["rle"] > 0
+
+
 def _error_line(result) -> str:
     assert result.exit_code != 0 and "Traceback" not in result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from instseg_deploy.processing.postprocess import paste_masks, postprocess
+from instseg_deploy.processing.masks import paste_masks
+from instseg_deploy.processing.postprocess import postprocess
 from instseg_deploy.processing.preprocess import PreprocessParams, preprocess, resized_shape
 
 PARAMS = PreprocessParams("BGR", 320, 512, (103.53, 116.28, 123.675), (57.375, 57.12, 58.395), 32)

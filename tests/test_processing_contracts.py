@@ -80,7 +80,7 @@ def test_postprocess_clips_boxes_to_exactly_the_image_width_and_height():
     boxes = np.array([[-7, -3, 400, 300], [50, 10, 250, 190], [100, -20, 260, 80]], np.float32)
     inst = postprocess(boxes, np.array([0.9, 0.8, 0.7], np.float32), np.zeros(3, np.int64),
                        np.ones((3, 28, 28), np.float32), input_size=(200, 250), original_size=(333, 417),
-                       paste=False)
+                       mask_format="none")
     sx, sy = np.float32(417 / 250), np.float32(333 / 200)
     np.testing.assert_array_equal(inst.boxes[0], [0, 0, 417, 333])  # overhangs every side
     np.testing.assert_array_equal(inst.boxes[1], [50 * sx, 10 * sy, 417, 190 * sy])  # x2 == W

@@ -26,31 +26,11 @@ from instseg_deploy.data.coco import DatasetError, load_coco_dataset
 from instseg_deploy.errors import CheckpointError, ConfigError, InstsegError
 from instseg_deploy.training.matcher import Matcher, pairwise_iou
 from instseg_deploy.training.sampling import subsample_labels
+from tiny_training import tiny_schedule
 
 runner = CliRunner()
 
-TEST_OVERRIDES = """
-MODEL:
-  RPN:
-    PRE_NMS_TOPK_TRAIN: 200
-    POST_NMS_TOPK_TRAIN: 100
-  ROI_HEADS:
-    BATCH_SIZE_PER_IMAGE: 32
-INPUT:
-  MIN_SIZE_TRAIN: [64, 80]
-  MAX_SIZE_TRAIN: 128
-  MIN_SIZE_TEST: 64
-  MAX_SIZE_TEST: 128
-DATALOADER:
-  NUM_WORKERS: 0
-SOLVER:
-  IMS_PER_BATCH: 2
-  BASE_LR: 0.01
-  MAX_ITER: 6
-  STEPS: [4]
-  WARMUP_ITERS: 2
-  CHECKPOINT_PERIOD: 2
-"""
+TEST_OVERRIDES = tiny_schedule(max_iter=6, steps=[4], warmup_iters=2, checkpoint_period=2)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -208,7 +208,7 @@ def test_sidecar_round_trip(tmp_path):
     assert sidecar["metadata"]["precision"] == "fp16"  # the engine's precision, not the ONNX model's
     assert sidecar["metadata"]["class_names"] == ["a", "b"] and sidecar["tensorrt_version"] == "10.3.0"
     assert sidecar["device"] == {"name": "NVIDIA L4", "compute_capability": "8.9"}
-    assert sidecar["plugin_library"] == {"required": True, "path": "/opt/libinstseg_plugins.so"}
+    assert sidecar["plugin_library"] == {"required": True, "path": "/opt/libinstseg_plugins.so", "sha256": None}
     assert check_sidecar(sidecar, engine, "10.3.0.26", DeviceInfo("NVIDIA L4", "8.9")) == []
 
 
@@ -270,13 +270,13 @@ def test_no_gpu_is_one_clear_error():
 
 
 def test_plugin_library_search_order(tmp_path):
-    explicit, from_env, recorded, default = (tmp_path / f"{n}.so" for n in ("explicit", "env", "recorded", "default"))
-    for p in (explicit, from_env, recorded, default):
+    """The order; which library a sidecar may name is tests/test_plugin_library_policy.py's."""
+    explicit, from_env, default = (tmp_path / f"{n}.so" for n in ("explicit", "env", "default"))
+    for p in (explicit, from_env, default):
         p.write_bytes(b"")
     env = {"INSTSEG_PLUGIN_LIB": str(from_env)}
     assert find_plugin_library(explicit, env, default) == PluginLibrary(explicit, "--plugin-lib")
-    assert find_plugin_library(None, env, default, recorded) == PluginLibrary(from_env, "INSTSEG_PLUGIN_LIB")
-    assert find_plugin_library(None, {}, default, recorded) == PluginLibrary(recorded, "engine sidecar")
+    assert find_plugin_library(None, env, default) == PluginLibrary(from_env, "INSTSEG_PLUGIN_LIB")
     assert find_plugin_library(None, {}, default) == PluginLibrary(default, "plugins/build")
 
 
@@ -583,7 +583,8 @@ def test_export_command_writes_engine_and_sidecar_with_fake_tensorrt(tiny_onnx, 
     assert sidecar["precision"] == "fp16" and sidecar["builder_flags"] == ["FP16"]
     assert sidecar["profiles"]["images"] == {"min": [1, 3, 64, 64], "opt": [2, 3, 320, 320], "max": [4, 3, 448, 448]}
     assert sidecar["profiles"]["image_sizes"] == {"min": [1, 2], "opt": [2, 2], "max": [4, 2]}
-    assert sidecar["plugin_library"] == {"required": True, "path": str(library.resolve())}
+    assert sidecar["plugin_library"] == {"required": True, "path": str(library.resolve()),
+                                         "sha256": hashlib.sha256(b"").hexdigest()}
     assert sidecar["metadata"]["class_names"] == [f"class_{i}" for i in range(4)]
     assert sidecar["metadata"]["precision"] == "fp16" and sidecar["source_onnx"] == str(tiny_onnx)
     assert sorted(p.name for p in out.parent.iterdir()) == ["model.engine", "model.engine.json"]

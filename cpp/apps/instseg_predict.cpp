@@ -1,5 +1,5 @@
 // instseg_predict: run an exported model on images; write <out>/results.json (COCO results with
-// RLE masks) and one overlay PNG per image, as `instseg predict` does.
+// RLE masks, or none) and one overlay PNG per image, as `instseg predict` does.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -24,7 +24,7 @@ constexpr int kUserError = 2;  // as the Python CLI
 const char* kUsage = R"(usage: instseg_predict --model MODEL --image IMAGE [--image IMAGE ...] --out DIR [options]
 
 Runs an exported instseg model (.onnx with ONNX Runtime; .engine with TensorRT when built with it)
-on JPEG/PNG images and writes DIR/results.json (COCO results, RLE masks) and DIR/<image stem>.png
+on JPEG/PNG images and writes DIR/results.json (COCO results with RLE masks) and DIR/<image stem>.png
 overlays. Preprocessing and class names come from the model's own metadata.
 
 options:
@@ -32,8 +32,17 @@ options:
   --image PATH         an image to run on; repeat for more
   --out DIR            output folder (created if missing)
   --score-thresh T     keep detections scoring at least T, in [0, 1] (default 0.5)
+  --mask-format F      how the masks are held while predicting (default rle):
+                         rle      pycocotools' compressed RLE, computed from each box's region
+                                  without a full-image mask (what results.json stores anyway)
+                         dense    a full-resolution mask per instance (height x width bytes each)
+                         cropped  a 0/1 array over each box's region; results.json also gets
+                                  "mask_offset" [top, left] and "mask_size" [height, width]
+                         none     no masks: results.json has no "segmentation", overlays no masks
+                       rle, dense and cropped write the same segmentation strings
   --threads N          ONNX Runtime intra-op threads, 0 = its default (default 0)
-  --plugin-lib PATH    TensorRT: libinstseg_plugins.so (default: $INSTSEG_PLUGIN_LIB, plugins/build/)
+  --plugin-lib PATH    TensorRT: libinstseg_plugins.so (default: $INSTSEG_PLUGIN_LIB, a verified copy
+                       next to the engine, plugins/build/; see plugins/README.md)
   --no-overlay         skip the overlay PNGs
   --repeat N           time N predictions per image (after one warm-up) and print a JSON line of
                        stage times per image on stdout (median and every sample, ms)
@@ -43,6 +52,7 @@ options:
 examples:
   instseg_predict --model model.onnx --image photo.jpg --out pred/
   instseg_predict --model model.onnx --image a.jpg --image b.png --out pred/ --score-thresh 0.3
+  instseg_predict --model model.onnx --image photo.jpg --out pred/ --mask-format none --no-overlay
 )";
 
 struct Args {
@@ -50,6 +60,7 @@ struct Args {
   std::vector<std::string> images;
   std::string out;
   float score_thresh = 0.5f;
+  instseg::MaskFormat mask_format = instseg::MaskFormat::rle;  // what results.json stores
   int threads = 0;
   std::string plugin_lib;
   bool overlay = true;
@@ -91,6 +102,12 @@ Args parse_args(int argc, char** argv) {
       args.out = value();
     } else if (flag == "--score-thresh") {
       args.score_thresh = static_cast<float>(parse_number(flag, value()));
+    } else if (flag == "--mask-format") {
+      try {
+        args.mask_format = instseg::parse_mask_format(value());
+      } catch (const instseg::Error& e) {
+        usage_error(std::string("--mask-format: ") + e.what());
+      }
     } else if (flag == "--threads") {
       args.threads = static_cast<int>(parse_number(flag, value()));
     } else if (flag == "--plugin-lib") {
@@ -162,11 +179,12 @@ std::string json_list(const std::vector<double>& values) {
 
 // Times `repeat` predictions of one image; prints one JSON line with the median and every sample
 // (milliseconds) of each stage: {"image", "runs", "median_ms": {...}, "samples_ms": {...}}.
-void print_timing(instseg::Predictor& predictor, const instseg::Image& image, const std::string& path, int repeat) {
+void print_timing(instseg::Predictor& predictor, const instseg::Image& image, const std::string& path, int repeat,
+                  instseg::MaskFormat masks) {
   const char* names[4] = {"preprocess", "inference", "postprocess", "total"};
   std::vector<double> samples[4];
   for (int r = 0; r < repeat; ++r) {
-    predictor.predict(image);
+    predictor.predict(image, masks);
     const instseg::StageTimes& t = predictor.last_times();
     const double values[4] = {t.preprocess, t.inference, t.postprocess, t.preprocess + t.inference + t.postprocess};
     for (int k = 0; k < 4; ++k) samples[k].push_back(values[k]);
@@ -207,8 +225,8 @@ int run(const Args& args) {
     instseg::ImageResult result;
     result.image_id = static_cast<int>(i) + 1;
     result.file_name = std::filesystem::path(path).filename().string();
-    result.instances = predictor.predict(image);
-    if (args.repeat > 0) print_timing(predictor, image, path, args.repeat);
+    result.instances = predictor.predict(image, args.mask_format);
+    if (args.repeat > 0) print_timing(predictor, image, path, args.repeat, args.mask_format);
     if (args.overlay) {
       const std::string png = (std::filesystem::path(args.out) / (stems[i] + ".png")).string();
       instseg::write_png(png, instseg::draw_instances(image, result.instances, predictor.metadata().class_names));

@@ -1,4 +1,5 @@
-// COCO results entries, field for field as instseg_deploy.coco_format.instances_to_coco (+ file_name).
+// COCO results entries, field for field as instseg_deploy.coco_format.instances_to_coco (+ file_name,
+// and the region of a cropped mask).
 #include "instseg/coco_json.h"
 
 #include <cmath>
@@ -29,12 +30,18 @@ std::string coco_results_json(const std::vector<ImageResult>& results) {
           {"bbox", {round_to(x0, 3), round_to(y0, 3), round_to(x1 - x0, 3), round_to(y1 - y0, 3)}},
           {"score", round_to(inst.score, 6)},
       };
+      std::string counts;
       if (!inst.mask.empty()) {
-        entry["segmentation"] = {
-            {"size", {instances.height, instances.width}},
-            {"counts", rle_counts_string(rle_counts(inst.mask.data(), instances.height, instances.width))},
-        };
+        counts = rle_counts_string(rle_counts(inst.mask.data(), instances.height, instances.width));
+      } else if (!inst.rle.empty()) {
+        counts = inst.rle;
+      } else if (!inst.region_mask.empty()) {
+        counts = rle_counts_string(
+            rle_counts_region(inst.region_mask.data(), inst.region, instances.height, instances.width));
+        entry["mask_offset"] = {inst.region.top, inst.region.left};
+        entry["mask_size"] = {inst.region.height, inst.region.width};
       }
+      if (!counts.empty()) entry["segmentation"] = {{"size", {instances.height, instances.width}}, {"counts", counts}};
       entry["file_name"] = result.file_name;
       entries.push_back(std::move(entry));
     }

@@ -1,4 +1,5 @@
-// Drawing instances on a copy of the image: blended masks with outlines, boxes, labels.
+// Drawing instances on a copy of the image: blended masks with outlines (only over each mask's
+// region), boxes, labels.
 #include "instseg/overlay.h"
 
 #include <algorithm>
@@ -6,8 +7,10 @@
 #include <cmath>
 #include <cstdio>
 #include <numeric>
+#include <vector>
 
 #include "font5x7.h"
+#include "instseg/rle.h"
 
 namespace instseg {
 namespace {
@@ -59,25 +62,51 @@ void draw_rect_outline(Image& image, int x0, int y0, int x1, int y1, const Color
   }
 }
 
-void draw_mask(Image& canvas, const std::vector<uint8_t>& mask, const Color& color, float alpha) {
-  const int h = canvas.height, w = canvas.width;
-  for (int y = 0; y < h; ++y) {
+// An instance's mask as pixels: the rectangle `region` of a buffer with rows `stride` apart; every
+// pixel outside the region is off.
+struct MaskView {
+  const uint8_t* pixels = nullptr;
+  size_t stride = 0;
+  Region region;
+};
+
+void draw_mask(Image& canvas, const MaskView& mask, const Color& color, float alpha) {
+  const Region& r = mask.region;
+  auto on = [&](int x, int y) {  // image pixel (x, y)
+    return x >= r.left && y >= r.top && x < r.left + r.width && y < r.top + r.height &&
+           mask.pixels[static_cast<size_t>(y - r.top) * mask.stride + (x - r.left)];
+  };
+  for (int y = r.top; y < r.top + r.height; ++y) {
     uint8_t* px = canvas.row(y);
-    const uint8_t* m = mask.data() + static_cast<size_t>(y) * w;
-    for (int x = 0; x < w; ++x) {
-      if (!m[x]) continue;
+    for (int x = r.left; x < r.left + r.width; ++x) {
+      if (!on(x, y)) continue;
       for (int c = 0; c < 3; ++c) {
         px[3 * x + c] = static_cast<uint8_t>(px[3 * x + c] * (1.0f - alpha) + color[static_cast<size_t>(c)] * alpha);
       }
     }
   }
   // Outline: mask pixels with a 4-neighbour outside the mask.
-  auto on = [&](int x, int y) { return x >= 0 && y >= 0 && x < w && y < h && mask[static_cast<size_t>(y) * w + x]; };
-  for (int y = 0; y < h; ++y) {
-    for (int x = 0; x < w; ++x) {
+  for (int y = r.top; y < r.top + r.height; ++y) {
+    for (int x = r.left; x < r.left + r.width; ++x) {
       if (on(x, y) && (!on(x - 1, y) || !on(x + 1, y) || !on(x, y - 1) || !on(x, y + 1)))
         set_pixel(canvas, x, y, color);
     }
+  }
+}
+
+// Draws the instance's mask from whichever form it has (nothing for MaskFormat::none). An RLE is
+// decoded into its region only.
+void draw_instance_mask(Image& canvas, const Instance& inst, const Color& color, float alpha) {
+  if (!inst.mask.empty()) {
+    const size_t w = static_cast<size_t>(canvas.width);
+    const Region& r = inst.region.width > 0 ? inst.region : Region{0, 0, canvas.height, canvas.width};
+    draw_mask(canvas, {inst.mask.data() + static_cast<size_t>(r.top) * w + r.left, w, r}, color, alpha);
+  } else if (!inst.region_mask.empty()) {
+    draw_mask(canvas, {inst.region_mask.data(), static_cast<size_t>(inst.region.width), inst.region}, color, alpha);
+  } else if (!inst.rle.empty()) {
+    std::vector<uint8_t> crop(static_cast<size_t>(inst.region.height) * inst.region.width);
+    rle_decode_region(rle_counts_from_string(inst.rle), canvas.height, canvas.width, inst.region, crop.data());
+    draw_mask(canvas, {crop.data(), static_cast<size_t>(inst.region.width), inst.region}, color, alpha);
   }
 }
 
@@ -111,7 +140,7 @@ Image draw_instances(const Image& bgr, const Instances& instances, const std::ve
                    [&](size_t a, size_t b) { return instances.items[a].score < instances.items[b].score; });
   for (size_t i : order) {
     const Instance& inst = instances.items[i];
-    if (!inst.mask.empty()) draw_mask(canvas, inst.mask, class_color(inst.class_id), alpha);
+    draw_instance_mask(canvas, inst, class_color(inst.class_id), alpha);
   }
   for (size_t i : order) {
     const Instance& inst = instances.items[i];

@@ -3,6 +3,8 @@
 
 #include <chrono>
 
+#include "instseg/error.h"
+
 #include "instseg/postprocess.h"
 #include "instseg/preprocess.h"
 
@@ -15,10 +17,27 @@ double elapsed_ms(std::chrono::steady_clock::time_point since) {
 
 }  // namespace
 
+MaskFormat parse_mask_format(const std::string& text) {
+  for (const MaskFormat format : {MaskFormat::dense, MaskFormat::rle, MaskFormat::cropped, MaskFormat::none}) {
+    if (text == mask_format_name(format)) return format;
+  }
+  throw Error("unknown mask format '" + text + "': choose dense, rle, cropped or none");
+}
+
+const char* mask_format_name(MaskFormat format) {
+  switch (format) {
+    case MaskFormat::dense: return "dense";
+    case MaskFormat::rle: return "rle";
+    case MaskFormat::cropped: return "cropped";
+    case MaskFormat::none: return "none";
+  }
+  return "?";
+}
+
 Predictor::Predictor(std::unique_ptr<Backend> backend, float score_thresh)
     : backend_(std::move(backend)), score_thresh_(score_thresh) {}
 
-Instances Predictor::predict(const Image& bgr, bool paste_masks) {
+Instances Predictor::predict(const Image& bgr, MaskFormat masks) {
   const ModelMetadata& meta = backend_->metadata();
   auto start = std::chrono::steady_clock::now();
   const std::vector<Image> prepared{prepare_image(bgr, meta.preprocess)};
@@ -32,7 +51,7 @@ Instances Predictor::predict(const Image& bgr, bool paste_masks) {
 
   start = std::chrono::steady_clock::now();
   Instances instances = postprocess(raw, 0, {prepared[0].height, prepared[0].width}, {bgr.height, bgr.width},
-                                    score_thresh_, meta.mask_threshold, paste_masks);
+                                    score_thresh_, meta.mask_threshold, masks);
   times_.postprocess = elapsed_ms(start);
   return instances;
 }

@@ -1,11 +1,16 @@
-// Engine sidecar checks (see instseg/sidecar_check.h); SHA-256 through OpenSSL's EVP interface.
+// Engine sidecar checks and the plugin library rule (see instseg/sidecar_check.h); SHA-256
+// through OpenSSL's EVP interface.
 #include "instseg/sidecar_check.h"
 
 #include <openssl/evp.h>
 
 #include <cctype>
+#include <filesystem>
 #include <fstream>
 #include <memory>
+#include <system_error>
+
+#include <nlohmann/json.hpp>
 
 #include "instseg/error.h"
 
@@ -38,6 +43,32 @@ std::string finish_hex(EVP_MD_CTX* context) {
     hex += kHex[digest[i] & 0xf];
   }
   return hex;
+}
+
+namespace fs = std::filesystem;
+
+bool is_file(const fs::path& path) {
+  std::error_code ec;
+  return fs::is_regular_file(path, ec);
+}
+
+bool same_file(const fs::path& a, const fs::path& b) {
+  std::error_code ec;
+  return is_file(a) && is_file(b) && fs::equivalent(a, b, ec);
+}
+
+PluginLibraryChoice chosen(const fs::path& path, const char* source) {
+  std::error_code ec;
+  const fs::path canonical = fs::canonical(path, ec);
+  return {ec ? fs::absolute(path).string() : canonical.string(), source};
+}
+
+Error refuse(const std::string& engine, const std::string& path, const std::string& reason,
+             const std::string& default_library) {
+  return Error("refusing to load " + path + ", the plugin library " + fs::path(engine).filename().string() +
+               ".json names: " + reason + " (an engine's sidecar may only point at " + default_library +
+               " under the working directory, or at a copy next to the engine whose SHA-256 it records); pass "
+               "--plugin-lib PATH or set INSTSEG_PLUGIN_LIB to the library to load");
 }
 
 }  // namespace
@@ -96,6 +127,56 @@ std::vector<std::string> check_sidecar(const EngineSidecar& sidecar, const std::
                        " (same compute capability, so TensorRT accepts it; rebuild here for the best kernels)");
   }
   return warnings;
+}
+
+std::string recorded_plugin_sha256(const std::string& engine) {
+  std::ifstream in(engine + ".json");
+  const nlohmann::json doc = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!doc.is_object() || !doc.contains("plugin_library") || !doc["plugin_library"].is_object()) return "";
+  const nlohmann::json& plugin = doc["plugin_library"];
+  // Anything but a string counts as not recorded, so a copy next to the engine is refused.
+  return plugin.contains("sha256") && plugin["sha256"].is_string() ? plugin["sha256"].get<std::string>() : "";
+}
+
+PluginLibraryChoice choose_plugin_library(const std::string& requested, const std::string& env_value,
+                                          const std::string& engine, const std::string& recorded_path,
+                                          const std::string& recorded_sha256, const std::string& default_library) {
+  if (!requested.empty()) {
+    if (!is_file(requested)) throw Error("--plugin-lib " + requested + " does not exist");
+    return chosen(requested, "--plugin-lib");
+  }
+  if (!env_value.empty()) {
+    if (!is_file(env_value)) throw Error("INSTSEG_PLUGIN_LIB=" + env_value + " does not exist");
+    return chosen(env_value, "INSTSEG_PLUGIN_LIB");
+  }
+  const std::string name = recorded_path.empty() ? "" : fs::path(recorded_path).filename().string();
+  const std::string beside = (fs::path(engine).parent_path() / name).string();
+  if (!recorded_path.empty()) {
+    if (same_file(recorded_path, default_library)) return chosen(default_library, "plugins/build");
+    if (!name.empty() && is_file(beside)) {
+      if (recorded_sha256.empty())
+        throw refuse(engine, beside, "the sidecar records no SHA-256 for it", default_library);
+      const std::string actual = file_sha256(beside);
+      if (actual != recorded_sha256) {
+        throw refuse(engine, beside,
+                     "its SHA-256 is " + actual + ", not the " + recorded_sha256 + " the sidecar records",
+                     default_library);
+      }
+      return chosen(beside, "next to the engine");
+    }
+    if (is_file(recorded_path)) {
+      throw refuse(engine, recorded_path, "it is neither our own build nor next to the engine", default_library);
+    }
+  }
+  if (is_file(default_library)) return chosen(default_library, "plugins/build");
+  const std::string tried = name.empty() ? "" : beside + ", ";
+  throw Error(
+      "the TensorRT plugin library libinstseg_plugins.so was not found (tried --plugin-lib, "
+      "$INSTSEG_PLUGIN_LIB, " +
+      tried + default_library +
+      "); build it with: cmake -S plugins -B plugins/build -DTENSORRT_ROOT=/path/to/TensorRT-10 "
+      "-DCMAKE_CUDA_ARCHITECTURES=\"80;86;89;90\" && cmake --build plugins/build -j (or export with "
+      "--roi-align onnx, which needs no plugin)");
 }
 
 }  // namespace instseg

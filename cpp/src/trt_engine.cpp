@@ -186,25 +186,6 @@ std::vector<char> read_file(const std::string& path) {
   return std::vector<char>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
-// The plugin library to load, in the Python loader's order: the option, $INSTSEG_PLUGIN_LIB, the
-// path the sidecar recorded, plugins/build/ under the working directory; then the bare name, for
-// dlopen's own search (LD_LIBRARY_PATH, rpaths, the linker cache).
-std::string find_plugin_library(const std::string& requested, const std::string& recorded) {
-  namespace fs = std::filesystem;
-  if (!requested.empty()) {
-    if (!fs::is_regular_file(requested)) throw Error("--plugin-lib " + requested + " does not exist");
-    return requested;
-  }
-  if (const char* env = std::getenv("INSTSEG_PLUGIN_LIB"); env != nullptr && *env != '\0') {
-    if (!fs::is_regular_file(env)) throw Error(std::string("INSTSEG_PLUGIN_LIB=") + env + " does not exist");
-    return env;
-  }
-  if (!recorded.empty() && fs::is_regular_file(recorded)) return recorded;
-  const std::string built = "plugins/build/libinstseg_plugins.so";
-  if (fs::is_regular_file(built)) return built;
-  return "libinstseg_plugins.so";
-}
-
 // The running TensorRT and GPU, as the sidecar check compares them.
 RunningPlatform running_platform() {
   const long version = getInferLibVersion();  // NV_TENSORRT_VERSION form: major * 10000 + minor * 100 + patch
@@ -284,10 +265,14 @@ class TrtBackend final : public Backend {
     runtime_.reset(nvinfer1::createInferRuntime(logger_));
     if (runtime_ == nullptr) throw Error("TensorRT could not create a runtime (is libnvinfer usable here?)");
     if (sidecar.plugin_required || meta_.roi_align == "plugin" || !options.plugin_library.empty()) {
-      const std::string library = find_plugin_library(options.plugin_library, sidecar.plugin_path);
-      if (runtime_->getPluginRegistry().loadLibrary(library.c_str()) == nullptr) {
-        throw Error("TensorRT could not load the RoIAlign plugin library " + library +
-                    " (build plugins/ with -DTENSORRT_ROOT, or pass its path)");
+      // The sidecar's library only where the rule allows it: our build, or a copy next to the engine
+      // with the SHA-256 the sidecar records (see choose_plugin_library).
+      const char* env = std::getenv("INSTSEG_PLUGIN_LIB");
+      const PluginLibraryChoice library = choose_plugin_library(options.plugin_library, env == nullptr ? "" : env, path,
+                                                                sidecar.plugin_path, recorded_plugin_sha256(path));
+      if (runtime_->getPluginRegistry().loadLibrary(library.path.c_str()) == nullptr) {
+        throw Error("TensorRT could not load the RoIAlign plugin library " + library.path + " (from " + library.source +
+                    "; built against another TensorRT version? see the TensorRT log above)");
       }
     }
     const std::vector<char> blob = read_file(path);

@@ -36,12 +36,10 @@ def flops_model(config: Path | None, weights: Path | None, models: list[Path]) -
         from instseg_deploy.runtime.torch_model import load_model
 
         return load_model(config, weights)[0]
-    import yaml
-
-    from instseg_deploy.config.loader import config_from_tree
+    from instseg_deploy.config.loader import config_from_tree, tree_from_text
     from instseg_deploy.modeling import build_model
 
     meta = read_model_file(models[0]).metadata
     if meta is None or "config" not in meta:
         raise InstsegError("FLOPs need the model's architecture: pass --config/--weights or an instseg-exported model")
-    return build_model(config_from_tree(yaml.safe_load(meta["config"])).model)
+    return build_model(config_from_tree(tree_from_text(meta["config"], str(models[0]))).model)

@@ -12,8 +12,12 @@ from instseg_deploy.atomic import atomic_path, write_json, write_text
 from instseg_deploy.bench.machine import cpu_line
 
 # "peak": the compute type and GFLOP/s (GOP/s for int8) the row's "% peak" is against, e.g. "bf16 382".
-COLUMNS = ("backend", "batch", "threads", "img/s", "e2e mean", "e2e p50", "e2e p90", "e2e p99", "model p50",
-           "startup s", "RSS MB", "GFLOP/img", "GFLOP/s", "peak", "% peak")
+# "img/s overlap": batch > 1 rows run again with host work overlapped with the model (runtime.pipeline).
+# "pre p50" / "post p50": host work around the model per batch (resize + pad; boxes + masks in the row's
+# mask format); "host %": their share of the end-to-end p50.
+COLUMNS = ("backend", "batch", "threads", "img/s", "img/s overlap", "e2e mean", "e2e p50", "e2e p90", "e2e p99",
+           "model p50", "pre p50", "post p50", "host %", "startup s", "RSS MB", "GFLOP/img", "GFLOP/s", "peak",
+           "% peak")
 
 
 def columns(result: dict) -> tuple[str, ...]:
@@ -23,11 +27,21 @@ def columns(result: dict) -> tuple[str, ...]:
 
 def cells(row: dict) -> list[str]:
     e, m = row["end_to_end_ms"], row["model_ms"]
-    values = [row["label"], str(row["batch"]), str(row["threads"]), f"{row['images_per_s']:.2f}", f"{e['mean']:.1f}",
-              f"{e['p50']:.1f}", f"{e['p90']:.1f}", f"{e['p99']:.1f}", f"{m['p50']:.1f}", f"{row['startup_s']:.2f}",
+    overlapped = row.get("overlapped_images_per_s")
+    values = [row["label"], str(row["batch"]), str(row["threads"]), f"{row['images_per_s']:.2f}",
+              "-" if overlapped is None else f"{overlapped:.2f}", f"{e['mean']:.1f}",
+              f"{e['p50']:.1f}", f"{e['p90']:.1f}", f"{e['p99']:.1f}", f"{m['p50']:.1f}", *_host_cells(row),
+              f"{row['startup_s']:.2f}",
               f"{row['peak_rss_mb']:.0f}", f"{row['gflops_per_image']:.1f}", f"{row['achieved_gflops_per_s']:.1f}",
               _peak_cell(row), "-" if row["percent_of_peak"] is None else f"{row['percent_of_peak']:.1f}"]
     return values + ([f"{row['gpu_peak_mb']:.0f}"] if "gpu_peak_mb" in row else [])
+
+
+def _host_cells(row: dict) -> list[str]:
+    if "pre_ms" not in row:  # written before host time was measured apart
+        return ["-", "-", "-"]
+    pre, post = row["pre_ms"]["p50"], row["post_ms"]["p50"]
+    return [f"{pre:.1f}", f"{post:.1f}", f"{100 * (pre + post) / row['end_to_end_ms']['p50']:.1f}"]
 
 
 def _peak_cell(row: dict) -> str:

@@ -23,6 +23,7 @@ from typing import Optional
 
 from instseg_deploy.bench.stats import latency_stats
 from instseg_deploy.errors import InstsegError
+from instseg_deploy.lifetime import die_with_parent
 
 
 class RowError(InstsegError):
@@ -45,6 +46,7 @@ class RowSpec:
     model: str | None = None
     device: str = "cpu"
     precision: str = "auto"  # openvino: the inference precision (f32, bf16)
+    mask_format: str = "rle"  # how the predictor makes masks (structures.MASK_FORMATS)
 
 
 class _RowSession:
@@ -60,14 +62,16 @@ class _RowSession:
         self.spec, self.cuda = spec, spec.device.startswith("cuda")
         start = time.perf_counter()
         self.predictor = load_predictor(spec.backend, config=spec.config, weights=spec.weights, model=spec.model,
-                                        device=spec.device, threads=spec.threads, precision=spec.precision)
+                                        device=spec.device, threads=spec.threads, precision=spec.precision,
+                                        mask_format=spec.mask_format)
         self.startup_s = time.perf_counter() - start
         if spec.min_size:
             self.predictor.params = dataclasses.replace(self.predictor.params, min_size=spec.min_size,
                                                         max_size=spec.max_size)
         images = [read_image(p)[0] for p in spec.images]
-        self.batches = ([images[i:i + spec.batch] for i in range(0, len(images) - spec.batch + 1, spec.batch)]
-                        or [images])
+        if spec.batch > len(images):  # bench.run refuses this first; a row never counts images it did not run
+            raise InstsegError(f"batch {spec.batch} needs at least {spec.batch} images, {len(images)} given")
+        self.batches = [images[i:i + spec.batch] for i in range(0, len(images) - spec.batch + 1, spec.batch)]
         self.timed = first  # timed iterations of the row so far: rounds continue the cycle over the batches
         for i in range(spec.warmup):
             self._iteration(self.batches[i % len(self.batches)])
@@ -78,32 +82,52 @@ class _RowSession:
 
             torch.cuda.synchronize()
 
-    def _iteration(self, chunk: list) -> tuple[float, float, int, tuple[int, int]]:
-        """One pass of the predictor's stages over ``chunk``, timed whole (end to end) and around the
-        model alone: model seconds, end-to-end seconds, detections, padded input HxW."""
+    def _iteration(self, chunk: list) -> tuple[float, float, float, int, tuple[int, int]]:
+        """One pass of the predictor's stages over ``chunk``, each stage timed (a GPU synchronised after
+        each): preprocess, model and postprocess seconds, detections, padded input HxW."""
         predictor = self.predictor
         t0 = time.perf_counter()
         batch = predictor.preprocess_batch(chunk)
+        self._sync()
         t1 = time.perf_counter()
         raw = predictor.runner.run(batch)
         self._sync()
         t2 = time.perf_counter()
         results = predictor.postprocess_batch(batch, raw)
+        self._sync()
         t3 = time.perf_counter()
-        return t2 - t1, t3 - t0, sum(len(r) for r in results), tuple(batch.images.shape[2:])
+        return t1 - t0, t2 - t1, t3 - t2, sum(len(r) for r in results), tuple(batch.images.shape[2:])
 
     def measure(self, iters: int) -> dict:
         """One round: ``iters`` timed iterations, raw samples in seconds."""
-        model_only, end_to_end, detections, input_hws = [], [], 0, set()
+        samples: dict[str, list[float]] = {"pre_s": [], "model_s": [], "post_s": [], "end_to_end_s": []}
+        detections, input_hws = 0, set()
         for _ in range(iters):
-            m, e, n, hw = self._iteration(self.batches[self.timed % len(self.batches)])
+            pre, model, post, n, hw = self._iteration(self.batches[self.timed % len(self.batches)])
             self.timed += 1
-            model_only.append(m)
-            end_to_end.append(e)
+            for key, value in (("pre_s", pre), ("model_s", model), ("post_s", post),
+                               ("end_to_end_s", pre + model + post)):
+                samples[key].append(value)
             detections += n
             input_hws.add(hw)
-        return {"end_to_end_s": end_to_end, "model_s": model_only, "detections": detections,
-                "input_hws": sorted(input_hws)}
+        out = {**samples, "detections": detections, "input_hws": sorted(input_hws)}
+        if self.spec.batch > 1:  # throughput mode: also the same batches with host work overlapped
+            out["overlapped_s"], out["overlapped_images"] = self._overlapped(iters)
+        return out
+
+    def _overlapped(self, iters: int) -> tuple[float, int]:
+        """Seconds and images of ``iters`` batches through runtime.pipeline (reading and preprocessing
+        the next batch and postprocessing the previous one while the model runs)."""
+        from instseg_deploy.runtime.pipeline import predict_stream
+
+        chunks = [self.batches[(self.timed + i) % len(self.batches)] for i in range(iters)]
+        images = [image for chunk in chunks for image in chunk]
+        start = time.perf_counter()
+        for prediction in predict_stream(self.predictor, images, lambda image: image, batch_size=self.spec.batch):
+            if prediction.error is not None:
+                raise prediction.error
+        self._sync()
+        return time.perf_counter() - start, len(images)
 
     def final(self) -> dict:
         info = {"startup_s": self.startup_s, "peak_rss_mb": peak_rss_mb()}
@@ -114,8 +138,9 @@ class _RowSession:
         return info
 
 
-def _serve(spec: RowSpec, first: int, conn) -> None:
+def _serve(spec: RowSpec, first: int, conn, parent_pid: int) -> None:
     """Child main: load and warm up, then answer ("measure", n) and ("stop", None) until stopped."""
+    die_with_parent(parent_pid)  # a killed bench must not leave its rows loading and measuring
     try:
         session = _RowSession(spec, first)
         conn.send(("ready", None))
@@ -141,7 +166,8 @@ class RowProcess:
         old = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:
-            self.process = ctx.Process(target=_serve, args=(spec, first, child_conn), daemon=True)
+            self.process = ctx.Process(target=_serve, args=(spec, first, child_conn, os.getpid()),
+                                       daemon=True)
             self.process.start()
         finally:
             for k, v in old.items():
@@ -240,10 +266,16 @@ def merge_rounds(spec: RowSpec, parts: list[dict], infos: list[dict]) -> dict:
            "input_hws": [list(hw) for hw in input_hws], "rounds": len(parts), "processes": len(infos),
            "startup_s": statistics.median(i["startup_s"] for i in infos),
            "end_to_end_ms": latency_stats(end_to_end), "model_ms": latency_stats(model_only),
+           # Host work around the model (per batch): resize/normalise/pad, and boxes + masks afterwards.
+           "pre_ms": latency_stats([t for p in parts for t in p["pre_s"]]),
+           "post_ms": latency_stats([t for p in parts for t in p["post_s"]]),
+           "mask_format": spec.mask_format,
            "images_per_s": spec.batch * len(end_to_end) / sum(end_to_end),
            "model_images_per_s": spec.batch * len(model_only) / sum(model_only),
            "detections_per_image": sum(p["detections"] for p in parts) / (len(end_to_end) * spec.batch),
            "peak_rss_mb": max(i["peak_rss_mb"] for i in infos),
+           "overlapped_images_per_s": (sum(p["overlapped_images"] for p in parts)
+                                       / sum(p["overlapped_s"] for p in parts)) if "overlapped_s" in parts[0] else None,
            "round_p50_ms": [latency_stats(p["end_to_end_s"])["p50"] for p in parts]}
     if "gpu_peak_mb" in infos[0]:
         row["gpu_peak_mb"] = max(i["gpu_peak_mb"] for i in infos)

@@ -51,6 +51,7 @@ class BenchRequest:
     rounds: int = 1
     processes: int = 1
     precisions: tuple[str, ...] = ("f32",)
+    mask_format: str = "rle"
 
     def check(self) -> None:
         """One clear error for a request that cannot run, before anything is loaded."""
@@ -69,11 +70,10 @@ class BenchRequest:
         for m in self.models:
             if not m.is_file():
                 raise InstsegError(f"model file not found: {m}")
-        if self.device.startswith("cuda"):
-            import torch
+        if self.device.startswith("cuda"):  # else the GPU peak measurement fails first, with a traceback
+            from instseg_deploy.runtime.torch_runner import torch_device
 
-            if not torch.cuda.is_available():  # else the GPU peak measurement fails first, with a traceback
-                raise InstsegError(f"--device {self.device}: torch sees no CUDA GPU here (`instseg doctor` says why)")
+            torch_device(self.device)
 
 
 def run_bench(request: BenchRequest, on_message: Callable[[str], None] | None = None) -> dict:
@@ -86,6 +86,9 @@ def run_bench(request: BenchRequest, on_message: Callable[[str], None] | None = 
         tmp = Path(tmp)
         folder = request.images or generated_images(tmp / "synth")
         paths = list(image_paths(folder))
+        if max(request.batches) > len(paths):  # rows would run fewer images than they count
+            raise InstsegError(f"--batch {max(request.batches)} needs at least that many images; "
+                               f"{folder} has {len(paths)}")
         if hw:
             paths = resized_copies(paths, tmp / "resized", *hw)
         onnx_models = [m for m in request.models if m.suffix == ".onnx"]
@@ -148,7 +151,7 @@ def _row_specs(request: BenchRequest, images: tuple[str, ...], onnx_models: list
         rows += [("trt", "trt", {"model": str(m)}) for m in request.models if m.suffix == ".engine"]
     return [RowSpec(backend, label, batch=b, threads=t, images=images, warmup=request.warmup, iters=request.iters,
                     min_size=min(hw) if hw else None, max_size=max(hw) if hw else None, device=request.device,
-                    **kwargs)
+                    mask_format=request.mask_format, **kwargs)
             for b in request.batches for t in request.thread_counts for backend, label, kwargs in rows]
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +15,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from instseg_deploy.checkpoint.safe_pickle import safe_load_pickle
+from instseg_deploy.checkpoint.safe_pickle import (
+    NUMERIC_KINDS,
+    check_pickle_stream,
+    describe,
+    reason,
+    safe_load_pickle,
+    walk_leaves,
+)
 from instseg_deploy.errors import CheckpointError
 
 # Our own format: detectron2's {"model": state_dict} plus an "instseg" block that makes the
@@ -25,6 +34,12 @@ FORMAT_VERSION = 1
 _IGNORED_KEYS = ("pixel_mean", "pixel_std")
 _IGNORED_SUBSTRINGS = ("anchor_generator.cell_anchors",)
 
+# torch.save stores every entry uncompressed; a re-zipped (deflated) checkpoint shrinks by a few percent. A zip
+# bomb declares ~1000x its size, which torch would allocate before reading.
+_ZIP_RATIO = 4
+_INT_DTYPES = {torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+               *(getattr(torch, n) for n in ("uint16", "uint32", "uint64") if hasattr(torch, n))}
+
 
 @dataclass
 class Checkpoint:
@@ -35,27 +50,123 @@ class Checkpoint:
 
 def _to_tensor(name: str, value: Any) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
-        return value
+        return value  # checked by _check_torch_leaf
     if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.array(value, copy=True, order="C"))
-    if isinstance(value, (int, float, np.number)):
-        return torch.tensor(value)
-    raise CheckpointError(f"weight {name!r} is a {type(value).__name__}, not an array")
+        if value.dtype.kind not in NUMERIC_KINDS:  # safe_load_pickle makes no others; never copy pointers
+            raise CheckpointError(f"weight {describe(name)} is an array of {value.dtype}, not numbers")
+        # Native byte order, C order, writable: what torch.from_numpy takes. No copy when it already is.
+        array = value.astype(value.dtype.newbyteorder("="), order="C", copy=False)
+        if not array.flags.writeable:
+            array = array.copy()
+        try:
+            return torch.from_numpy(array)
+        except TypeError:
+            raise CheckpointError(f"weight {describe(name)} is an array of {value.dtype}, "
+                                  "which PyTorch cannot hold") from None
+    if isinstance(value, (int, float, np.number, np.bool_)):
+        try:
+            return torch.tensor(value)
+        except (TypeError, RuntimeError, OverflowError) as e:
+            raise CheckpointError(f"weight {describe(name)} is the number {describe(value)}, "
+                                  f"which PyTorch cannot hold ({type(e).__name__})") from None
+    raise CheckpointError(f"weight {describe(name)} is a {type(value).__name__}, not an array")
+
+
+def _check_zip(path: Path) -> int:
+    """Refuse a zip whose contents would make torch allocate far more than the file holds, or whose pickles
+    would make torch's unpickler recurse or flood; returns the declared size of the contents."""
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+            if not entries or min(e.header_offset for e in entries) != 0:
+                # Data before the first entry: Python's zipfile and torch's reader could then see different
+                # files in one archive, and we must check what torch reads. torch.save's zips start at byte 0.
+                raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (the zip does not start with "
+                                      "its first entry)")
+            total = sum(e.file_size for e in entries)
+            if total > _ZIP_RATIO * size:
+                raise CheckpointError(f"{path}: refusing to load: the zip declares {total:,} bytes of contents in a "
+                                      f"{size:,}-byte file (a zip bomb?); torch.save stores weights uncompressed")
+            for entry in entries:
+                if entry.filename.endswith(".pkl"):
+                    with archive.open(entry) as member:
+                        data = member.read(entry.file_size + 1)
+                    if len(data) > entry.file_size:
+                        raise CheckpointError(f"{path}: refusing to load: {describe(entry.filename)} is larger "
+                                              "than the zip declares")
+                    check_pickle_stream(data)
+    except CheckpointError as e:
+        message = str(e)
+        raise CheckpointError(message if message.startswith(f"{path}:") else f"{path}: {message}") from None
+    except Exception as e:  # zipfile's many errors on a damaged or hostile archive
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason(e)})") from None
+    return total
+
+
+def _torch_reason(e: BaseException) -> str:
+    """The one useful line of torch's messages ("Unsupported global: GLOBAL posix.system ..."), without the
+    advice to load with weights_only=False and without terminal bold codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    found = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
+    line = found.group(1).split(" Please use")[0] if found else (text.strip().splitlines() or [""])[0]
+    return reason(e, line)
+
+
+def _tensor_problem(t: torch.Tensor, limit: int) -> str | None:
+    if t.is_quantized:
+        return f"a quantized tensor ({t.dtype})"
+    if t.is_nested:
+        return "a nested tensor"
+    if t.layout != torch.strided:
+        return f"a {str(t.layout).removeprefix('torch.')} tensor"
+    if t.device.type == "meta":
+        return "a meta tensor (a shape without data)"
+    if t.device.type != "cpu":
+        return f"a tensor on {t.device}"
+    if not (t.dtype.is_floating_point or t.dtype.is_complex or t.dtype in _INT_DTYPES):
+        return f"a tensor of {t.dtype}, not numbers"
+    nbytes = t.numel() * t.element_size()
+    if nbytes > limit:  # e.g. one element expanded (stride 0) to a huge shape
+        return f"a {tuple(t.shape)} tensor of {nbytes:,} bytes, more than the file holds ({limit:,} bytes)"
+    return None
+
+
+def _check_torch_leaf(where: tuple[str, ...], leaf: Any, limit: int) -> Any:
+    problem = None
+    if isinstance(leaf, torch.Tensor):
+        problem = _tensor_problem(leaf, limit)
+    elif isinstance(leaf, (torch.UntypedStorage, torch.TypedStorage)) and leaf.device.type != "cpu":
+        problem = f"a storage on {leaf.device}"
+    if problem:
+        raise CheckpointError(f"refusing to load: {'/'.join(where) or 'the file'} is {problem}; weights are dense "
+                              "CPU tensors of numbers")
+    return leaf
 
 
 def _torch_load(path: Path) -> Any:
+    limit = _check_zip(path)
     try:
-        # weights_only: torch's own restricted unpickler (tensors, containers, primitives).
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notices about sparse, quantized, TypedStorage: not the user's
+            # weights_only: torch's own restricted unpickler (tensors, containers, primitives).
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: refusing to load, it holds more than weights ({first})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: refusing to load, it holds more than weights ({_torch_reason(e)})") from None
+    except Exception as e:  # whatever a damaged file makes torch.load raise is one error line
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_torch_reason(e)})") from None
+    try:
+        return walk_leaves(obj, lambda where, leaf: _check_torch_leaf(where, leaf, limit))
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
 
 
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint file without executing code from it."""
+    """Read a checkpoint file without executing code from it.
+
+    Anything but plain containers and dense numeric arrays/tensors, and any file that would make us allocate
+    far more than its size, recurse deeply or crash, is refused with one ``CheckpointError`` line.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file not found: {path}")
@@ -68,7 +179,10 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
             f.seek(0)
             if not head.startswith(b"\x80"):
                 raise CheckpointError(f"{path}: not a checkpoint (neither a PyTorch zip file nor a pickle)")
-            obj = safe_load_pickle(f)
+            try:
+                obj = safe_load_pickle(f)
+            except CheckpointError as e:
+                raise CheckpointError(f"{path}: {e}") from None
         kind = "detectron2-pkl"
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict of weights, found {type(obj).__name__}")
@@ -84,8 +198,11 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     state = {}
     for name, value in model.items():
         if not isinstance(name, str):
-            raise CheckpointError(f"{path}: weight names must be strings, found {name!r}")
-        state[name] = _to_tensor(name, value)
+            raise CheckpointError(f"{path}: weight names must be strings, found {describe(name)}")
+        try:
+            state[name] = _to_tensor(name, value)
+        except CheckpointError as e:
+            raise CheckpointError(f"{path}: {e}") from None
     return Checkpoint(state_dict=state, kind=kind, extra=extra)
 
 

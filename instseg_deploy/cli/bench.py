@@ -9,7 +9,14 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from instseg_deploy.cli.common import ConfigOption, WeightsOption, console, user_errors
+from instseg_deploy.cli.common import (
+    ConfigOption,
+    WeightsOption,
+    check_mask_format_option,
+    console,
+    mask_format_option,
+    user_errors,
+)
 from instseg_deploy.errors import InstsegError
 
 EXAMPLES = """
@@ -68,6 +75,8 @@ def bench(
     markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write rows as a Markdown table.",
                                                  show_default=False),
     plot_path: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG chart.", show_default=False),
+    mask_format: str = mask_format_option("rle", "How rows make masks (timed in post p50): rle, cropped, dense "
+                                          "(full-image masks) or none."),
 ) -> None:
     """Measure end-to-end and model-only latency (mean/p50/p90/p99), images/s, startup, peak memory and the
     share of the machine's measured GFLOP/s each backend reaches."""
@@ -81,7 +90,8 @@ def bench(
         batches=_ints(batch, "--batch"),
         thread_counts=tuple(t or os.cpu_count() or 1 for t in _ints(threads, "--threads", minimum=0)),
         warmup=warmup, iters=iters, device=device, rounds=rounds, processes=processes,
-        precisions=tuple(p.strip() for p in precision.split(",") if p.strip()))
+        precisions=tuple(p.strip() for p in precision.split(",") if p.strip()),
+        mask_format=check_mask_format_option(mask_format))
     with console.status("measuring") as status:
         result = run_bench(request, on_message=status.update)
     Console(width=max(Console().width, 150)).print(rich_table(result))

@@ -27,7 +27,7 @@ def configure_logging() -> None:
         root.addHandler(RichHandler(console=console, show_time=False, show_path=False, markup=False))
         root.setLevel(logging.WARNING)
 
-ConfigOption = typer.Option(None, "--config", "-c", show_default=False,
+ConfigOption = typer.Option(None, "--config", "-c", "--config-file", show_default=False,
                             help="detectron2 config YAML (full dump or model-zoo file with _BASE_).")
 WeightsOption = typer.Option(None, "--weights", "-w", help="Checkpoint: detectron2 .pkl/.pth or an instseg .pth.",
                              show_default=False)
@@ -43,6 +43,44 @@ PrecisionOption = typer.Option("auto", "--precision", help="--backend openvino: 
                                "AMX) or auto (the fastest that keeps the model's AP: f32 for now).")
 HintOption = typer.Option("latency", "--hint", help="--backend openvino: latency (one image at a time) or "
                           "throughput (several streams).")
+
+
+def mask_format_option(default: str, help: str):
+    """--mask-format: how masks are made (structures.MASK_FORMATS); every format gives the same pixels."""
+    return typer.Option(default, "--mask-format", help=help)
+
+
+# detectron2's trailing KEY VALUE config overrides (train_net.py's opts, demo.py's --opts).
+OVERRIDES_HELP = ("detectron2-style config overrides after the options, e.g. MODEL.ROI_HEADS.SCORE_THRESH_TEST 0.3 "
+                  "MODEL.WEIGHTS model_final.pth (applied after _BASE_ merging; --opts before them is accepted).")
+
+
+def overrides_argument():
+    return typer.Argument(None, metavar="[KEY VALUE]...", help=OVERRIDES_HELP, show_default=False)
+
+
+def config_overrides(words: Optional[list[str]]) -> list[str]:
+    """The KEY VALUE list of a command that takes no other positional words."""
+    from instseg_deploy.config.overrides import split_overrides
+
+    extra, overrides = split_overrides(list(words or []))
+    if extra:
+        raise InstsegError(f"unexpected argument {extra[0]!r}: config overrides are KEY VALUE pairs "
+                           "such as MODEL.ROI_HEADS.SCORE_THRESH_TEST 0.3")
+    return overrides
+
+
+def overlap_option():
+    return typer.Option(True, "--overlap/--no-overlap", help="Read and preprocess the next image and postprocess "
+                        "the previous one while the model runs (results keep their order).")
+
+
+def check_mask_format_option(mask_format: str) -> str:
+    from instseg_deploy.structures import MASK_FORMATS
+
+    if mask_format not in MASK_FORMATS:
+        raise InstsegError(f"--mask-format must be one of {', '.join(MASK_FORMATS)}, got {mask_format!r}")
+    return mask_format
 
 
 # A dataset is --images with --annotations, or --coco-root; data.coco.dataset_paths makes the choice.
@@ -62,23 +100,60 @@ def providers_list(providers: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in providers.split(",") if p.strip())
 
 
+def _plain(text: str) -> str:
+    """``text`` with control characters other than newline and tab spelled out (\\x1b...): a file name
+    must not drive the terminal."""
+    return "".join(c if c in "\n\t" or c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def fail(message: str, code: int = 2) -> None:
-    """Print one error line and exit non-zero."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print one error line and exit non-zero. The message is plain text, never Rich markup: paths
+    and user input may hold brackets such as ``[/]``."""
+    from rich.text import Text
+
+    console.print(Text.assemble(("error:", "bold red"), " ", _plain(message)), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where SIGINT raises KeyboardInterrupt, so the same cleanup runs."""
+
+    exit_code = 128 + 15
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 def user_errors(func):
-    """Turn expected failures (bad files, bad configs) into one line and exit code 2, no traceback."""
+    """Turn expected failures (bad files, bad configs) into one line and exit code 2, no traceback.
+
+    While the command runs, SIGTERM (kill, timeout, torchrun stopping its workers) unwinds like Ctrl-C:
+    temporary files go, DataLoader workers are shut down, and it exits 128 + 15 (SIGINT: 128 + 2) after
+    one line. Set here rather than at start-up: before the command runs there is nothing to clean up, and
+    Typer would turn the interruption into its own exit code 130.
+    """
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        import signal
+        import threading
+
+        # Only over the default action (not SIG_IGN, nor a handler of a program that calls us), and only in
+        # the main thread, the one where handlers can be set.
+        catch = threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        if catch:
+            signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             return func(*args, **kwargs)
         except InstsegError as e:
             fail(str(e))
-        except KeyboardInterrupt:
-            console.print("interrupted")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as e:
+            console.print("interrupted", markup=False)
+            raise typer.Exit(getattr(e, "exit_code", 128 + 2)) from None
+        finally:
+            if catch:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
     return wrapper
 
 

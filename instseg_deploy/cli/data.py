@@ -59,7 +59,7 @@ def synth(
                          max_instances=max_instances,
                          progress=lambda done, total: progress.update(task, completed=done))
     for name, path in paths.items():
-        console.print(f"{name}: {path}")
+        console.print(f"{name}: {path}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

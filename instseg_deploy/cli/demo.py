@@ -70,19 +70,19 @@ def demo(
     else:
         images, annotations = DEMO_DATA / "shapes_val" / "images", DEMO_DATA / "shapes_val" / "annotations.json"
     dataset = load_coco_dataset(images, annotations)
-    console.print(f"{len(dataset.images)} images, classes: {', '.join(dataset.class_names)}")
+    console.print(f"{len(dataset.images)} images, classes: {', '.join(dataset.class_names)}", markup=False)
 
     _step(2, "model")
     net, cfg = load_model(config, weights)
     cfg.class_names = dataset.class_names
     console.print(f"{cfg.source}: ResNet-{cfg.model.resnet.depth}-FPN Mask R-CNN, {cfg.model.num_classes} classes, "
-                  f"{sum(p.numel() for p in net.parameters()):,} parameters")
+                  f"{sum(p.numel() for p in net.parameters()):,} parameters", markup=False)
 
     _step(3, "ONNX export")
     with console.status("tracing and exporting"):
         report = export_onnx(net, cfg, out / "model.onnx")
     console.print(f"{report.path}: {report.nodes_after} nodes (from {report.nodes_before}), "
-                  f"{report.size_bytes / 2**20:.1f} MiB")
+                  f"{report.size_bytes / 2**20:.1f} MiB", markup=False)
 
     exported = ("ort", "openvino") if _openvino_available() else ("ort",)
     names = {"ort": "ONNX Runtime", "openvino": "OpenVINO f32"}
@@ -114,7 +114,7 @@ def demo(
     plot(result, out / "bench.png")
     Console(width=max(Console().width, 150)).print(rich_table(result))
     console.print(f"done in {time.perf_counter() - start:.0f} s; artefacts in {out}/: model.onnx, metrics.json, "
-                  "detections_*.json, bench.json/.md/.png")
+                  "detections_*.json, bench.json/.md/.png", markup=False)
 
 
 def _fmt(value: float) -> str:

@@ -21,10 +21,15 @@ from instseg_deploy.cli.common import (
     ThreadsOption,
     WeightsOption,
     annotations_option,
+    check_mask_format_option,
     coco_root_option,
+    config_overrides,
     console,
     image_progress,
     images_option,
+    mask_format_option,
+    overlap_option,
+    overrides_argument,
     providers_list,
     user_errors,
 )
@@ -71,14 +76,14 @@ def print_tables(results: dict, title: str) -> None:
 def write_outputs(out: Optional[Path], results: dict, detections: Optional[list]) -> None:
     if out is None:
         return
-    from instseg_deploy.atomic import write_json
+    from instseg_deploy.atomic import output_set
 
-    out.mkdir(parents=True, exist_ok=True)
-    if detections is not None:
-        write_json(out / "detections.json", detections)
     metrics = {t: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.metrics().items()}
                for t, r in results.items()}
-    write_json(out / "metrics.json", metrics)  # last: its presence means the run completed
+    with output_set(out) as files:  # one set: a stale detections.json of an earlier run is removed
+        if detections is not None:
+            files.write_json("detections.json", detections)
+        files.write_json("metrics.json", metrics)
 
 
 @user_errors
@@ -101,6 +106,14 @@ def evaluate(
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N images.", min=1),
     evaluator: str = typer.Option("faster-coco-eval", "--evaluator", help="faster-coco-eval or pycocotools."),
     device: str = typer.Option("cpu", "--device", help="torch device for --backend torch."),
+    score_thresh: Optional[float] = typer.Option(None, "--score-thresh", help="Keep detections scoring at least "
+                                                 "this (default: the model's own test threshold).",
+                                                 show_default=False),
+    mask_format: str = mask_format_option("rle", "How masks are made before scoring: rle (each box region "
+                                          "alone), cropped, dense (full-image masks, the reference path; same "
+                                          "AP) or none (box AP only)."),
+    overlap: bool = overlap_option(),
+    opts: Optional[list[str]] = overrides_argument(),
 ) -> None:
     """COCO bbox and segm AP (detectron2's numbers) of a backend, or of an existing results file."""
     from instseg_deploy.data.coco import check_results, dataset_paths, read_json
@@ -111,8 +124,10 @@ def evaluate(
         if annotations is None:
             raise InstsegError("--predictions needs --annotations")
         gt = load_ground_truth(_checked_annotations(annotations), evaluator)
+        sizes = {im["id"]: (im["height"], im["width"]) for im in gt.loadImgs(gt.getImgIds())
+                 if "height" in im and "width" in im}
         detections = check_results(read_json(predictions, "results file"), set(gt.getImgIds()),
-                                   set(gt.getCatIds()), str(predictions))
+                                   set(gt.getCatIds()), str(predictions), sizes)
         results = {t: coco_evaluate(gt, detections, t, evaluator) for t in iou_types_present(detections)}
         print_tables(results, predictions.name)
         write_outputs(out, results, None)
@@ -122,7 +137,9 @@ def evaluate(
     _evaluate_backend(_BackendRun(backend=backend, config=config, weights=weights, model=model,
                                   providers=providers_list(providers), threads=threads, precision=precision,
                                   hint=hint, device=device, images=images,
-                                  annotations=annotations, limit=limit, evaluator=evaluator, out=out))
+                                  annotations=annotations, limit=limit, evaluator=evaluator, out=out,
+                                  score_thresh=score_thresh, mask_format=check_mask_format_option(mask_format),
+                                  overlap=overlap, overrides=tuple(config_overrides(opts))))
 
 
 def _checked_annotations(annotations: Path) -> Path:
@@ -152,6 +169,10 @@ class _BackendRun:
     limit: Optional[int]
     evaluator: str
     out: Optional[Path]
+    score_thresh: Optional[float]
+    mask_format: str
+    overlap: bool
+    overrides: tuple[str, ...]
 
 
 def _evaluate_backend(run: _BackendRun) -> None:
@@ -167,16 +188,17 @@ def _evaluate_backend(run: _BackendRun) -> None:
     rank, world_size = init_from_env("gloo")
     predictor = load_predictor(run.backend, config=run.config, weights=run.weights, model=run.model,
                                device=run.device, providers=run.providers, threads=run.threads,
-                               precision=run.precision, hint=run.hint)
+                               precision=run.precision, hint=run.hint, score_thresh=run.score_thresh,
+                               mask_format=run.mask_format, overrides=run.overrides)
     label = f"eval {run.backend}" + (f" (rank {rank}/{world_size})" if world_size > 1 else "")
     with image_progress(label, len(shard(records, rank, world_size))) as on_image:
         scored = dataset_ap(predictor, dataset, records, evaluator=run.evaluator, rank=rank, world_size=world_size,
-                            on_image=on_image)
+                            on_image=on_image, overlap=run.overlap)
     if rank == 0:
         print_tables(scored.results, f"{run.backend} on {run.annotations.name} ({len(records)} images)")
         write_outputs(run.out, scored.results, scored.detections)
         console.print(f"{len(records)} images, {len(scored.detections)} detections"
-                      + (f" -> {run.out}/metrics.json, detections.json" if run.out else ""))
+                      + (f" -> {run.out}/metrics.json, detections.json" if run.out else ""), markup=False)
     finish(world_size)
 
 

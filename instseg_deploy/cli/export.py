@@ -8,7 +8,14 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from instseg_deploy.cli.common import ConfigOption, WeightsOption, console, user_errors
+from instseg_deploy.cli.common import (
+    ConfigOption,
+    WeightsOption,
+    config_overrides,
+    console,
+    overrides_argument,
+    user_errors,
+)
 from instseg_deploy.errors import InstsegError
 from instseg_deploy.ops.roi_align_contract import OP_TYPE
 
@@ -77,11 +84,16 @@ def export(
                                                 "present and updated (faster rebuilds).", show_default=False),
     plugin_lib: Optional[Path] = typer.Option(None, "--plugin-lib", help="--to trt: libinstseg_plugins.so (default: "
                                               "$INSTSEG_PLUGIN_LIB, then plugins/build/).", show_default=False),
+    opts: Optional[list[str]] = overrides_argument(),
 ) -> None:
     """Export the whole detector (backbone, RPN with NMS, ROI heads, masks) to ONNX."""
     from instseg_deploy.export.onnx_export import export_onnx, parse_batch, parse_size
     from instseg_deploy.runtime.torch_model import load_model
 
+    overrides = config_overrides(opts)
+    if overrides and model is not None:
+        raise InstsegError("config overrides apply to an export from --config/--weights, not to --model (its "
+                           "config is baked in)")
     if to == "trt":
         from instseg_deploy.cli.export_trt import export_trt
         from instseg_deploy.export.trt.engine_export import TrtExportRequest
@@ -90,7 +102,7 @@ def export(
             out=out, model=model, config=config, weights=weights, fp16=fp16, int8=int8, calib=calib, batch=batch,
             size=size, min_shape=min_shape, opt_shape=opt_shape, max_shape=max_shape, workspace_gib=workspace,
             timing_cache=timing_cache, plugin_lib=plugin_lib, opset=opset, masks=masks,
-            roi_align=roi_align or "plugin"))
+            roi_align=roi_align or "plugin", overrides=tuple(overrides)))
         return
     if to not in ("onnx", "openvino"):
         raise InstsegError(f"--to {to!r} is not supported (available: onnx, openvino, trt)")
@@ -102,13 +114,11 @@ def export(
         raise InstsegError(f"{', '.join(given)} only apply to --to trt")
     if to == "openvino":
         _export_openvino(out, model, config, weights, opset=opset, batch=batch, size=size, masks=masks,
-                         simplify=simplify, roi_align=roi_align)
+                         simplify=simplify, roi_align=roi_align, overrides=overrides)
         return
     if model is not None:
         raise InstsegError("--model only applies to --to openvino and --to trt (--to onnx exports --weights)")
-    if weights is None:
-        raise InstsegError("--weights is required")
-    net, cfg = load_model(config, weights)
+    net, cfg = load_model(config, weights, overrides=overrides)
     with console.status("tracing and exporting"):
         report = export_onnx(net, cfg, out, opset=opset, batch=parse_batch(batch), size=parse_size(size),
                              masks=masks, simplify=simplify, roi_align=roi_align or "onnx")
@@ -118,7 +128,8 @@ def export(
 
 
 def _export_openvino(out: Path, model: Optional[Path], config: Optional[Path], weights: Optional[Path], *,
-                     opset: int, batch: str, size: str, masks: str, simplify: bool, roi_align: Optional[str]) -> None:
+                     opset: int, batch: str, size: str, masks: str, simplify: bool, roi_align: Optional[str],
+                     overrides: list[str]) -> None:
     """IR from ``model`` (an .onnx), or from --config/--weights through a temporary ONNX export."""
     import tempfile
 
@@ -126,13 +137,13 @@ def _export_openvino(out: Path, model: Optional[Path], config: Optional[Path], w
     from instseg_deploy.export.openvino_ir import export_openvino_ir
     from instseg_deploy.runtime.torch_model import load_model
 
-    if (model is None) == (weights is None):
+    if (model is None) == (weights is None and config is None):
         raise InstsegError("--to openvino needs either --model model.onnx or --config/--weights (one of them)")
     if roi_align == "plugin":
         raise InstsegError("--roi-align plugin is TensorRT's; OpenVINO runs the standard-ops graph (--roi-align onnx)")
     with tempfile.TemporaryDirectory(prefix="instseg-ov-") as tmp:
         if model is None:
-            net, cfg = load_model(config, weights)
+            net, cfg = load_model(config, weights, overrides=overrides)
             with console.status("tracing and exporting to ONNX"):
                 model = export_onnx(net, cfg, Path(tmp) / "model.onnx", opset=opset, batch=parse_batch(batch),
                                     size=parse_size(size), masks=masks, simplify=simplify, roi_align="onnx").path

@@ -79,5 +79,5 @@ def export_trt(request: TrtExportRequest) -> TrtExportResult:
     images = result.profiles[IMAGE_INPUT]
     console.print(f"wrote {result.engine} ({result.size_bytes / 2**20:.1f} MiB, {result.precision.precision}, images "
                   f"{'x'.join(map(str, images.min))} .. {'x'.join(map(str, images.max))}) and {result.sidecar.name}",
-                  highlight=False)
+                  highlight=False, markup=False)
     return result

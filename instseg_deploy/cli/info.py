@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from instseg_deploy.cli.common import ConfigOption, WeightsOption, user_errors
+from instseg_deploy.cli.common import ConfigOption, WeightsOption, config_overrides, overrides_argument, user_errors
 from instseg_deploy.errors import InstsegError
 
 EXAMPLES = """
@@ -22,15 +22,17 @@ Examples:
 
 
 @user_errors
-def info(config: Optional[Path] = ConfigOption, weights: Optional[Path] = WeightsOption) -> None:
+def info(config: Optional[Path] = ConfigOption, weights: Optional[Path] = WeightsOption,
+         opts: Optional[list[str]] = overrides_argument()) -> None:
     """Architecture summary, parameter count and classes of a model."""
     from instseg_deploy.checkpoint import read_checkpoint
     from instseg_deploy.runtime.torch_model import load_model
 
-    if weights is None:
+    if weights is None and config is None:
         raise InstsegError("--weights is required")
-    model, cfg = load_model(config, weights)
+    model, cfg = load_model(config, weights, overrides=config_overrides(opts))
     m = cfg.model
+    weights = weights or cfg.weights
     kind = read_checkpoint(weights).kind
     params = sum(p.numel() for p in model.parameters())
     table = Table(title="Mask R-CNN", show_header=False)

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from instseg_deploy import __version__
 from instseg_deploy.cli import bench, data, demo, doctor, evaluate, export, info, predict, quantize, train
 from instseg_deploy.cli.common import configure_logging
 
+EXAMPLES = """
+Examples:
+
+  instseg demo --out demo_out
+
+  instseg predict photo.jpg -c mask_rcnn_R_50_FPN_3x.yaml -w model_final_f10217.pkl --out pred/
+
+  instseg eval -c config.yaml -w model_final.pth --coco-root datasets/coco MODEL.ROI_HEADS.SCORE_THRESH_TEST 0.05
+
+  instseg export --to onnx -c config.yaml -w model_final.pth --out model.onnx
+
+  instseg bench --backend torch,ort,openvino -c config.yaml -w model_final.pth --size 800x1333
+"""
+
 app = typer.Typer(
     name="instseg",
-    help="Mask R-CNN from detectron2 checkpoints to fast deployment (PyTorch, ONNX Runtime, TensorRT).",
+    help="Mask R-CNN from detectron2 checkpoints to fast deployment (PyTorch, ONNX Runtime, OpenVINO, TensorRT).",
+    epilog=EXAMPLES,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -36,7 +53,8 @@ for module in (demo, info, predict, evaluate, train, export, quantize, bench, da
 
 
 def main() -> None:
-    app()
+    # detectron2's demo.py spells trailing config overrides `--opts KEY VALUE ...`; here they simply trail.
+    app(args=[word for word in sys.argv[1:] if word != "--opts"], prog_name="instseg")
 
 
 if __name__ == "__main__":

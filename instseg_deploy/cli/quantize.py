@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from instseg_deploy.cli.common import console, progress_bar, rate_text, user_errors
@@ -46,7 +47,8 @@ def _cache_path(explicit: Optional[Path], anchor: Path) -> Path:
 
 
 def _report_skip(path: Path, reason: str) -> None:
-    console.print(f"[yellow]skipped calibration image[/] {path.name}: {reason}", highlight=False, soft_wrap=True)
+    console.print(f"[yellow]skipped calibration image[/] {escape(path.name)}: {escape(reason)}", highlight=False,
+                  soft_wrap=True)
 
 
 def _run_int8(*, model: Path, out: Path, images: list[Path], settings, cache: Path) -> None:

@@ -11,8 +11,10 @@ import typer
 from instseg_deploy.cli.common import (
     annotations_option,
     coco_root_option,
+    config_overrides,
     console,
     images_option,
+    overrides_argument,
     progress_bar,
     user_errors,
 )
@@ -49,7 +51,7 @@ class _ProgressReporter:
         self.task = None
 
     def message(self, text: str) -> None:
-        self.progress.console.print(text, highlight=False, soft_wrap=True)
+        self.progress.console.print(text, highlight=False, soft_wrap=True, markup=False)  # paths may hold [/]
 
     def start(self, start_iter: int, max_iter: int) -> None:
         self.task = self.progress.add_task("train", total=max_iter, completed=start_iter, rate="")
@@ -121,6 +123,7 @@ def train(
     threads: int = typer.Option(0, "--threads", min=0, help="torch CPU threads per process (0: torch's default; "
                                 "1 is fastest on a busy machine)."),
     log_period: int = typer.Option(20, "--log-period", min=1, help="Write metrics.json every N iterations."),
+    opts: Optional[list[str]] = overrides_argument(),
 ) -> None:
     """Train Mask R-CNN with detectron2's losses, sampling and solver; the run folder's
     model_final.pth and config.yaml feed `instseg export` directly. Run it under torchrun
@@ -133,7 +136,7 @@ def train(
 
     if threads:
         torch.set_num_threads(threads)
-    cfg = load_config(config)
+    cfg = load_config(config, config_overrides(opts))
     train_set, val_set = _datasets(images=images, annotations=annotations, coco_root=coco_root, val_images=val_images,
                                    val_annotations=val_annotations)
     if num_workers is None:
@@ -146,9 +149,11 @@ def train(
         return
     with progress_bar() as progress:
         result = run_training(cfg, train_set, val_set, options, _ProgressReporter(progress, log_period))
-    console.print(f"wrote {result.final_checkpoint} and {result.config_path}\n"
-                  f"export: instseg export --to onnx -c {result.config_path} -w {result.final_checkpoint} "
-                  f"--out model.onnx")
+    # Said after the files are in place; an earlier invocation's model_final.pth is not "wrote".
+    done = (f"wrote {result.final_checkpoint} and {result.config_path}" if result.wrote_final else
+            f"wrote {result.config_path}; {result.final_checkpoint} was already in place")
+    console.print(f"{done}\nexport: instseg export --to onnx -c {result.config_path} -w {result.final_checkpoint} "
+                  "--out model.onnx", markup=False, highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -151,3 +151,15 @@ class InstsegConfig:
     raw: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     class_names: tuple[str, ...] | None = None
+    # The command-line KEY VALUE overrides applied on top of the file, flat and as written
+    # (re-appliable with config.apply_overrides), so exports and run folders can record them.
+    overrides: tuple[str, ...] = ()
+    # Keys that are not detectron2's (non-MODEL; kept in ``raw`` as written, nothing reads them).
+    unknown_keys: tuple[str, ...] = ()
+
+    @property
+    def weights(self) -> str:
+        """MODEL.WEIGHTS after the file and the overrides ("" when unset): a path or a URL."""
+        model = self.raw.get("MODEL")
+        value = model.get("WEIGHTS") if isinstance(model, dict) else None
+        return value if isinstance(value, str) else ""

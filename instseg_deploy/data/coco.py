@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,8 +115,12 @@ def load_coco_dataset(images_dir: str | os.PathLike, annotations: str | os.PathL
                        tuple(str(c["name"]) for c in cats))
 
 
-def check_results(results: Any, gt_image_ids: set[int], gt_category_ids: set[int], source: str) -> list[dict]:
-    """Validate a COCO results list against the ground truth; one clear error for what is wrong."""
+def check_results(results: Any, gt_image_ids: set[int], gt_category_ids: set[int], source: str,
+                  image_sizes: dict[int, tuple[int, int]] | None = None) -> list[dict]:
+    """Validate a COCO results list against the ground truth; one clear error for what is wrong.
+
+    Polygon segmentations (allowed by the COCO results format) become RLE with the image's
+    ``image_sizes[id]`` (height, width), as COCO's own loadRes would need them."""
     if not isinstance(results, list) or any(not isinstance(r, dict) for r in results):
         raise DatasetError(f"{source} is not a COCO results file (expected a JSON list of detections)")
     if not results:
@@ -123,6 +128,13 @@ def check_results(results: Any, gt_image_ids: set[int], gt_category_ids: set[int
     for i, r in enumerate(results):
         if not {"image_id", "category_id", "score"} <= set(r) or not ({"bbox", "segmentation"} & set(r)):
             raise DatasetError(f"{source}: entry {i} needs image_id, category_id, score and bbox or segmentation")
+        if not _finite_number(r["score"]):
+            raise DatasetError(f"{source}: entry {i} has score {r['score']!r}, not a finite number")
+        if "bbox" in r and not (isinstance(r["bbox"], list) and len(r["bbox"]) == 4
+                                and all(_finite_number(v) for v in r["bbox"])):
+            raise DatasetError(f"{source}: entry {i} has bbox {str(r['bbox'])[:60]}, not 4 finite numbers [x, y, w, h]")
+        if not isinstance(r["image_id"], int) or not isinstance(r["category_id"], int):
+            raise DatasetError(f"{source}: entry {i}: image_id and category_id must be integers")
     unknown_images = sorted({r["image_id"] for r in results} - gt_image_ids)
     if unknown_images:
         raise DatasetError(f"{source}: {len(unknown_images)} image id(s) not in the annotations, "
@@ -130,4 +142,37 @@ def check_results(results: Any, gt_image_ids: set[int], gt_category_ids: set[int
     unknown_cats = sorted({r["category_id"] for r in results} - gt_category_ids)
     if unknown_cats:
         raise DatasetError(f"{source}: category id(s) {unknown_cats[:10]} not in the annotations")
+    for i, r in enumerate(results):
+        if "segmentation" in r:
+            r["segmentation"] = _segmentation_rle(r["segmentation"], (image_sizes or {}).get(r["image_id"]),
+                                                  f"{source}: entry {i}")
     return results
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _segmentation_rle(segmentation: Any, size: tuple[int, int] | None, where: str) -> dict:
+    """A results entry's mask as compressed RLE: polygons ([[x, y, ...], ...]) are rasterised at the image's
+    size; an RLE must be {"size": [h, w], "counts": str or list}."""
+    from pycocotools import mask as mask_utils
+
+    if isinstance(segmentation, dict):
+        counts, rle_size = segmentation.get("counts"), segmentation.get("size")
+        if not (isinstance(rle_size, list) and len(rle_size) == 2 and all(isinstance(v, int) and v > 0
+                                                                         for v in rle_size)
+                and isinstance(counts, (str, list))):
+            raise DatasetError(f"{where}: segmentation is not a COCO RLE (needs size [h, w] and counts)")
+        if size is not None and tuple(rle_size) != tuple(size):
+            raise DatasetError(f"{where}: segmentation size {rle_size} differs from the image's {list(size)}")
+        return segmentation
+    polygons = segmentation if isinstance(segmentation, list) else None
+    if not polygons or not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0
+                               and all(_finite_number(v) for v in p) for p in polygons):
+        raise DatasetError(f"{where}: segmentation is neither an RLE nor polygons [[x1, y1, x2, y2, x3, y3, ...]]")
+    if size is None:
+        raise DatasetError(f"{where}: polygon segmentation, but the image's size is unknown")
+    rle = mask_utils.merge(mask_utils.frPyObjects([[float(v) for v in p] for p in polygons], *size))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle

@@ -37,15 +37,17 @@ class DatasetAP:
 
 def dataset_ap(predictor: Predictor, dataset: CocoDataset, images: Sequence[ImageRecord] | None = None, *,
                evaluator: str = ENGINES[0], rank: int = 0, world_size: int = 1,
-               on_image: Callable[[], None] | None = None) -> DatasetAP | None:
+               on_image: Callable[[], None] | None = None, overlap: bool = True) -> DatasetAP | None:
     """COCO AP of ``predictor`` on ``images`` (default: all of ``dataset``'s), scored on exactly those images.
 
+    Masks are scored in whatever format the predictor makes (all give the same RLE); a predictor
+    with ``mask_format="none"`` is scored on boxes only.
     Every rank predicts its strided shard of ``images`` (``on_image`` is called after each of them) and
     rank 0 gathers the detections and evaluates; the other ranks return None. Every rank must call this
     (the gather is a collective). Raises NoDetectionsError on rank 0 when no image has a detection.
     """
     images = list(dataset.images if images is None else images)
-    mine = predict_dataset(predictor, dataset, shard(images, rank, world_size), on_image)
+    mine = predict_dataset(predictor, dataset, shard(images, rank, world_size), on_image, overlap)
     detections = gather_lists(mine, world_size)
     if rank != 0:
         return None
@@ -56,4 +58,5 @@ def dataset_ap(predictor: Predictor, dataset: CocoDataset, images: Sequence[Imag
     # Restricting to the predicted images scores a subset (--limit, a sensitivity sample) against its own
     # ground truth only; with every image of the file it is COCOeval's default.
     ids = [r.id for r in images]
-    return DatasetAP({t: evaluate(gt, detections, t, evaluator, ids) for t in IOU_TYPES}, detections)
+    iou_types = IOU_TYPES if getattr(predictor, "mask_format", None) != "none" else ("bbox",)  # "none": boxes only
+    return DatasetAP({t: evaluate(gt, detections, t, evaluator, ids) for t in iou_types}, detections)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from pycocotools import mask as mask_utils
 
+from instseg_deploy.processing.masks import as_format
 from instseg_deploy.structures import Instances
 
 
@@ -23,6 +25,13 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def rle_iou(a: dict, b: dict) -> float:
+    """IoU of two COCO RLEs of one image (1.0 when both are empty, as :func:`mask_iou`)."""
+    if mask_utils.area(a) == 0 and mask_utils.area(b) == 0:
+        return 1.0
+    return float(mask_utils.iou([a], [b], [0])[0, 0])
 
 
 @dataclass
@@ -63,6 +72,9 @@ def match_detections(reference: Instances, candidate: Instances, min_box_iou: fl
     if len(reference) == 0 or len(candidate) == 0:
         return report
     ious = box_iou(reference.boxes.astype(np.float64), candidate.boxes.astype(np.float64))
+    # Mask IoU through RLE: works for every mask format without full-image masks.
+    ref_rles, cand_rles = (as_format(inst, "rle") if inst.has_masks else None
+                           for inst in (reference, candidate))
     ok = (reference.classes[:, None] == candidate.classes[None, :]) & (ious >= min_box_iou)
     ok &= np.abs(reference.scores[:, None].astype(np.float64) - candidate.scores[None, :]) <= max_score_diff
     used = np.zeros(len(candidate), dtype=bool)
@@ -73,6 +85,6 @@ def match_detections(reference: Instances, candidate: Instances, min_box_iou: fl
         c = options[np.argmax(ious[r, options])]
         used[c] = True
         report.pairs.append((int(r), int(c)))
-        if reference.masks is not None and candidate.masks is not None:
-            report.mask_ious.append(mask_iou(reference.masks[r], candidate.masks[c]))
+        if ref_rles is not None and cand_rles is not None:
+            report.mask_ious.append(rle_iou(ref_rles[r], cand_rles[c]))
     return report

@@ -7,7 +7,9 @@ the Python backends and the C++ runtime read the same fields.
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 from dataclasses import asdict
 from typing import Any
 
@@ -51,9 +53,25 @@ def build_metadata(cfg: InstsegConfig, masks: str, batch: str | int, size: str |
         "precision": precision,
         "inputs": inputs,
         "outputs": outputs,
-        "config": dump_tree(cfg.raw),
+        # The merged config without keys detectron2 does not know (reported when it was read; never
+        # embedded blindly), plus the command-line overrides that made it.
+        "config": dump_tree(_without_keys(cfg.raw, cfg.unknown_keys)),
         "config_source": cfg.source,
+        "config_overrides": list(cfg.overrides),
     }
+
+
+def _without_keys(tree: dict[str, Any], dotted: tuple[str, ...]) -> dict[str, Any]:
+    """A copy of ``tree`` without the dotted keys (e.g. "SOLVER.FOO")."""
+    out = copy.deepcopy(tree)
+    for key in dotted:
+        *parents, leaf = key.split(".")
+        node = out
+        for name in parents:
+            node = node.get(name) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return out
 
 
 def metadata_to_props(meta: dict[str, Any]) -> dict[str, str]:
@@ -67,12 +85,58 @@ def parse_metadata(props: dict[str, str], source: str) -> dict[str, Any]:
                            "pass --config to supply preprocessing and class names")
     try:
         meta = json.loads(props[METADATA_KEY])
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError, TypeError):
         raise InstsegError(f"{source}: instseg metadata is not valid JSON") from None
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+    if not isinstance(meta, dict):
+        raise InstsegError(f"{source}: instseg metadata is a JSON {type(meta).__name__}, not an object")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise InstsegError(f"{source}: instseg metadata has no integer format_version")
+    if version > FORMAT_VERSION:
         raise InstsegError(f"{source} was written by a newer instseg-deploy (metadata format "
                            f"{meta['format_version']}); upgrade to read it")
+    problem = _metadata_problem(meta)
+    if problem:
+        raise InstsegError(f"{source}: malformed instseg metadata: {problem}")
     return meta
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _metadata_problem(meta: dict[str, Any]) -> str | None:
+    """What is wrong with the fields every reader relies on (None: nothing)."""
+    names, pre, post = meta.get("class_names"), meta.get("preprocess"), meta.get("postprocess")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        return "class_names must be a non-empty list of strings"
+    if meta.get("num_classes") != len(names):
+        return f"num_classes ({meta.get('num_classes')!r}) differs from the {len(names)} class names"
+    if not isinstance(pre, dict):
+        return "preprocess must be an object"
+    if pre.get("input_format") not in ("BGR", "RGB"):
+        return "preprocess.input_format must be BGR or RGB"
+    for key in ("min_size", "max_size"):
+        if not isinstance(pre.get(key), int) or isinstance(pre.get(key), bool) or not 0 < pre[key] <= 100_000:
+            return f"preprocess.{key} must be a positive integer"
+    if not isinstance(pre.get("size_divisibility"), int) or not 0 <= pre["size_divisibility"] <= 4096:
+        return "preprocess.size_divisibility must be an integer in [0, 4096]"
+    for key in ("pixel_mean", "pixel_std"):
+        value = pre.get(key)
+        if not isinstance(value, list) or len(value) != 3 or not all(_number(v) for v in value):
+            return f"preprocess.{key} must be 3 numbers"
+    if any(v == 0 for v in pre["pixel_std"]):
+        return "preprocess.pixel_std must not be 0"
+    if not isinstance(post, dict) or not _number(post.get("score_thresh")) or post.get("masks") not in ("raw",
+                                                                                                       "pasted"):
+        return "postprocess must hold a numeric score_thresh and masks raw or pasted"
+    batch, size = meta.get("batch", "dynamic"), meta.get("size", "dynamic")
+    if batch != "dynamic" and not (isinstance(batch, int) and not isinstance(batch, bool) and batch > 0):
+        return "batch must be 'dynamic' or a positive integer"
+    if size != "dynamic" and not (isinstance(size, list) and len(size) == 2
+                                  and all(isinstance(v, int) and v > 0 for v in size)):
+        return "size must be 'dynamic' or [height, width]"
+    return None
 
 
 def preprocess_params(meta: dict[str, Any]) -> PreprocessParams:

@@ -3,9 +3,10 @@
 A serialized engine only runs on the TensorRT version that built it and on GPUs of the same
 compute capability, and it cannot describe itself. So ``model.engine`` gets ``model.engine.json``
 with the model's metadata (classes, preprocessing, thresholds), the TensorRT version, GPU name and
-compute capability, precision, optimisation profiles, the plugin library and the engine's
-SHA-256. The loaders (``runtime.trt.sidecar.check_sidecar``, cpp/src/sidecar_check.cpp) compare
-it with the running machine before deserialising.
+compute capability, precision, optimisation profiles, the plugin library (path and SHA-256, so that
+a copy next to the engine can be verified) and the engine's SHA-256. The loaders
+(``runtime.trt.sidecar.check_sidecar``, cpp/src/sidecar_check.cpp) compare it with the running
+machine before deserialising.
 """
 
 from __future__ import annotations
@@ -55,9 +56,11 @@ def file_sha256(path: str | os.PathLike) -> str:
 def build_sidecar(meta: dict[str, Any], *, engine_sha256: str, tensorrt_version: str, device: DeviceInfo,
                   precision: str, builder_flags: list[str], int8_mode: str | None,
                   profiles: dict[str, dict[str, list[int]]], plugin_library: str | None, plugin_required: bool,
-                  source_onnx: str, workspace_bytes: int | None) -> dict[str, Any]:
+                  source_onnx: str, workspace_bytes: int | None, plugin_sha256: str | None = None) -> dict[str, Any]:
     """The sidecar document. ``meta``: the ONNX model's instseg metadata, stored with the engine's
-    precision so that readers of ``metadata["precision"]`` see what the engine actually runs."""
+    precision so that readers of ``metadata["precision"]`` see what the engine actually runs.
+    ``plugin_sha256``: the plugin library's :func:`file_sha256`; the loaders accept a library copied
+    next to the engine only when it matches (``runtime.trt.plugin_library``)."""
     return {
         "format_version": SIDECAR_FORMAT,
         "producer": f"instseg-deploy {__version__}",
@@ -68,7 +71,7 @@ def build_sidecar(meta: dict[str, Any], *, engine_sha256: str, tensorrt_version:
         "builder_flags": list(builder_flags),
         "int8_mode": int8_mode,
         "profiles": profiles,
-        "plugin_library": {"required": plugin_required, "path": plugin_library},
+        "plugin_library": {"required": plugin_required, "path": plugin_library, "sha256": plugin_sha256},
         "source_onnx": source_onnx,
         "workspace_bytes": workspace_bytes,
         "metadata": {**meta, "precision": precision},

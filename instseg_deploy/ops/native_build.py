@@ -1,6 +1,7 @@
-"""Builds the RoIAlign libraries from the sources in ``csrc/`` (package data, so an installed wheel
-has them too), once per source version: the CPU twin with g++ and, on a machine with a GPU, the
-CUDA kernel with nvcc. The TensorRT plugin (plugins/CMakeLists.txt) compiles the same files.
+"""Builds the native libraries from the sources in ``csrc/`` (package data, so an installed wheel
+has them too), once per source version: the RoIAlign CPU twin and the mask pasting library with g++
+and, on a machine with a GPU, the RoIAlign CUDA kernel with nvcc. The TensorRT plugin
+(plugins/CMakeLists.txt) compiles the same RoIAlign files.
 
 Each library lands in a cache folder named after a hash of its sources and flags, so an edited
 kernel rebuilds itself and a fresh clone needs no separate build step. A file lock keeps
@@ -38,6 +39,11 @@ CUDA_LIBRARY_NAME = "libinstseg_roi_align_cuda.so"
 CUDA_FILES = ("multilevel_roi_align_kernel.cu", "multilevel_roi_align_kernel.h", "roi_align_math.h",
               "pooler_config.h", "roi_align_status.h")
 NVCC_FLAGS = ("-std=c++17", "-O3", "-shared", "-Xcompiler", "-fPIC")
+
+# Mask pasting + RLE (processing.masks' fast path): bit for bit the numpy reference, hence no FMA contraction.
+MASK_LIBRARY_NAME = "libinstseg_mask_paste.so"
+MASK_FILES = ("mask_paste.cpp",)
+MASK_CXX_FLAGS = CXX_FLAGS + ("-O3", "-ffp-contract=off")  # -O3 after -O2: vectorised loops
 
 LIBRARY_ENV = "INSTSEG_ROI_ALIGN_TWIN_LIB"  # use a prebuilt library (e.g. from CMake) instead
 CACHE_ENV = "INSTSEG_DEPLOY_CACHE"
@@ -85,6 +91,18 @@ def twin_library_path() -> Path:
     out_dir = cache_root() / f"roi_align_twin-{_source_digest(flags, TWIN_FILES)}"
     return _build_once(out_dir / TWIN_LIBRARY_NAME,
                        lambda out: [cxx, *CXX_FLAGS, "-I", str(NATIVE_SRC), str(NATIVE_SRC / TWIN_FILES[0]), "-o", out])
+
+
+def mask_library_path() -> Path:
+    """Path of the mask pasting library (C ABI ``instseg_paste_mask_rle``), compiling it first if needed."""
+    cxx = compiler()
+    if cxx is None:
+        raise NativeBuildError("no C++ compiler (g++ or $CXX) found to build the mask pasting library")
+    _check_sources(MASK_FILES)
+    flags = (os.path.basename(cxx),) + MASK_CXX_FLAGS
+    out_dir = cache_root() / f"mask_paste-{_source_digest(flags, MASK_FILES)}"
+    return _build_once(out_dir / MASK_LIBRARY_NAME,
+                       lambda out: [cxx, *MASK_CXX_FLAGS, str(NATIVE_SRC / MASK_FILES[0]), "-o", out])
 
 
 def cuda_library_path(arch: str) -> Path:

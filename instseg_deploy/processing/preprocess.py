@@ -69,8 +69,17 @@ def prepare_image(image: np.ndarray, params: PreprocessParams, channel_order: st
         raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
     if channel_order != params.input_format:
         image = image[:, :, ::-1]
-    h, w = resized_shape(image.shape[0], image.shape[1], params.min_size, params.max_size)
+    h, w = checked_resized_shape(image.shape[0], image.shape[1], params)
     return resize(np.ascontiguousarray(image), h, w)
+
+
+def checked_resized_shape(height: int, width: int, params: PreprocessParams) -> tuple[int, int]:
+    """:func:`resized_shape`, refusing an image so elongated that a side would vanish."""
+    h, w = resized_shape(height, width, params.min_size, params.max_size)
+    if h < 1 or w < 1:
+        raise ValueError(f"a {width}x{height} image is too elongated: resizing it for the model "
+                         f"({params.min_size}/{params.max_size}) leaves {w}x{h} pixels")
+    return h, w
 
 
 def padded_shape(sizes: np.ndarray, divisibility: int) -> tuple[int, int]:
@@ -80,6 +89,18 @@ def padded_shape(sizes: np.ndarray, divisibility: int) -> tuple[int, int]:
         h = -(-h // divisibility) * divisibility
         w = -(-w // divisibility) * divisibility
     return int(h), int(w)
+
+
+def batch_shape(sizes: np.ndarray, params: PreprocessParams, pad_to: tuple[int, int] | None) -> tuple[int, int]:
+    """The padded (H, W) of a batch of resized ``sizes`` (N, 2): the model's fixed ``pad_to``, which must
+    hold every image, else the smallest multiple of the size divisibility."""
+    h, w = padded_shape(sizes, params.size_divisibility)
+    if pad_to is not None:
+        if pad_to[0] < h or pad_to[1] < w:
+            raise InstsegError(f"images need a {h}x{w} input but the model's fixed input size is "
+                               f"{pad_to[0]}x{pad_to[1]}; export with --size dynamic or a larger --size")
+        h, w = pad_to
+    return h, w
 
 
 def preprocess(images: list[np.ndarray], params: PreprocessParams, channel_order: str = "BGR",
@@ -92,12 +113,7 @@ def preprocess(images: list[np.ndarray], params: PreprocessParams, channel_order
         raise ValueError("preprocess needs at least one image")
     resized = [prepare_image(im, params, channel_order) for im in images]
     sizes = np.array([r.shape[:2] for r in resized], dtype=np.int64)
-    h, w = padded_shape(sizes, params.size_divisibility)
-    if pad_to is not None:
-        if pad_to[0] < h or pad_to[1] < w:
-            raise InstsegError(f"images need a {h}x{w} input but the model's fixed input size is "
-                               f"{pad_to[0]}x{pad_to[1]}; export with --size dynamic or a larger --size")
-        h, w = pad_to
+    h, w = batch_shape(sizes, params, pad_to)
     batch = np.empty((len(resized), 3, h, w), dtype=np.float32)
     batch[:] = np.asarray(params.pixel_mean, dtype=np.float32)[None, :, None, None]
     for i, r in enumerate(resized):

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from instseg_deploy.processing.masks import check_mask_format
 from instseg_deploy.processing.postprocess import postprocess
 from instseg_deploy.processing.preprocess import Batch, PreprocessParams, preprocess
 from instseg_deploy.runtime.runner import RawDetections, Runner
 from instseg_deploy.structures import Instances
+
+
+def check_channel_order(channel_order: str) -> str:
+    if channel_order not in ("BGR", "RGB"):
+        raise ValueError(f"channel_order must be 'BGR' or 'RGB', got {channel_order!r}")
+    return channel_order
 
 
 class Predictor:
@@ -17,22 +25,30 @@ class Predictor:
 
     Images are (H, W, 3) uint8 arrays in ``channel_order``: "BGR" by default, which is what
     ``cv2.imread`` and detectron2's DefaultPredictor use; pass "RGB" for PIL/imageio arrays.
-    The model's own channel order (INPUT.FORMAT) is handled internally.
+    The model's own channel order (INPUT.FORMAT) is handled internally. ``mask_format`` says how
+    ``Instances.masks`` holds the masks (structures.MASK_FORMATS): "dense" (N, H, W) bool by
+    default, "rle", "cropped" or "none"; all give the same pixels, only "dense" allocates N x H x W.
+
+    ``processing_device``: a torch device (the model's GPU) to paste masks on, and to resize and pad
+    on when the runner takes device batches (``runner.accepts_device_batch``); None keeps the exact
+    host path (processing.device says what differs).
     """
 
     def __init__(self, runner: Runner, params: PreprocessParams, class_names: tuple[str, ...],
-                 score_thresh: float = 0.0, channel_order: str = "BGR", paste_masks: bool = True):
-        if channel_order not in ("BGR", "RGB"):
-            raise ValueError(f"channel_order must be 'BGR' or 'RGB', got {channel_order!r}")
+                 score_thresh: float = 0.0, channel_order: str = "BGR", mask_format: str = "dense",
+                 processing_device=None):
         self.runner = runner
         self.params = params
         self.class_names = class_names
         self.score_thresh = score_thresh
-        self.channel_order = channel_order
-        self.paste_masks = paste_masks
+        self.channel_order = check_channel_order(channel_order)
+        self.mask_format = check_mask_format(mask_format)
+        self.processing_device = processing_device
 
-    def predict(self, images: list[np.ndarray]) -> list[Instances]:
-        """Run the images as one batch (in chunks when the model has a fixed batch size)."""
+    def predict(self, images: list) -> list[Instances]:
+        """Run the images as one batch (in chunks when the model has a fixed batch size). Each image is
+        an (H, W, 3) uint8 array in ``channel_order``, a PIL image or an image file's path."""
+        images = [self.as_array(image) for image in images]
         step = getattr(self.runner, "max_batch", None) or max(len(images), 1)
         results: list[Instances] = []
         for start in range(0, len(images), step):
@@ -45,24 +61,54 @@ class Predictor:
 
     def preprocess_batch(self, images: list[np.ndarray]) -> Batch:
         """First stage of :meth:`predict`: resize, normalise and pad the images into one batch."""
-        return preprocess(images, self.params, self.channel_order, pad_to=getattr(self.runner, "pad_to", None))
+        pad_to = getattr(self.runner, "pad_to", None)
+        if self.processing_device is not None and getattr(self.runner, "accepts_device_batch", False):
+            from instseg_deploy.processing.device import preprocess_on_device
+
+            return preprocess_on_device(images, self.params, self.processing_device, self.channel_order, pad_to)
+        return preprocess(images, self.params, self.channel_order, pad_to=pad_to)
 
     def postprocess_batch(self, batch: Batch, raw: RawDetections) -> list[Instances]:
         """Last stage of :meth:`predict`: the runner's raw detections of ``batch`` to one
         :class:`Instances` per image, in original image coordinates."""
+        on_device = self.processing_device is not None and raw.masks is None
         results = []
         for i in range(len(batch.image_sizes)):
             sel = raw.batch_idx == i
-            results.append(postprocess(
+            instances = postprocess(
                 raw.boxes[sel], raw.scores[sel], raw.classes[sel], raw.mask_probs[sel],
                 tuple(batch.image_sizes[i]), tuple(batch.original_sizes[i]),
-                score_thresh=self.score_thresh, paste=self.paste_masks,
+                score_thresh=self.score_thresh, mask_format="none" if on_device else self.mask_format,
                 pasted_masks=None if raw.masks is None else raw.masks[sel],
-            ))
+            )
+            if on_device:
+                from instseg_deploy.processing.device import masks_on_device
+
+                instances.masks = masks_on_device(instances.mask_probs, instances.boxes, *instances.image_size,
+                                                  self.mask_format, self.processing_device)
+                instances.mask_format = self.mask_format
+            results.append(instances)
         return results
 
-    def __call__(self, image: np.ndarray) -> Instances:
+    def __call__(self, image) -> Instances:
         return self.predict([image])[0]
+
+    def as_array(self, image) -> np.ndarray:
+        """An (H, W, 3) uint8 array in ``channel_order`` from an array, a PIL image or a path."""
+        if isinstance(image, np.ndarray):
+            return image
+        if isinstance(image, (str, os.PathLike)):
+            from instseg_deploy.image_io import read_image
+
+            bgr = read_image(image)[0]  # as cv2.imread: BGR
+            return bgr if self.channel_order == "BGR" else np.ascontiguousarray(bgr[:, :, ::-1])
+        from PIL import Image
+
+        if isinstance(image, Image.Image):
+            rgb = np.asarray(image.convert("RGB"))
+            return rgb if self.channel_order == "RGB" else np.ascontiguousarray(rgb[:, :, ::-1])
+        raise TypeError(f"an image must be an (H, W, 3) uint8 numpy array, a PIL image or a file path, "
+                        f"not {type(image).__name__}")
 
     def predict_stream(self, images: Iterable[np.ndarray], batch_size: int = 1) -> Iterator[Instances]:
         """Predict over an iterable in batches, yielding results in order."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from instseg_deploy.checkpoint import load_weights, read_checkpoint
@@ -22,20 +23,23 @@ def _with_score_thresh(cfg: InstsegConfig, score_thresh: float | None) -> Instse
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, roi_heads=roi))
 
 
-def load_model(config: str | os.PathLike | None, weights: str | os.PathLike,
-               score_thresh: float | None = None) -> tuple[MaskRCNN, InstsegConfig]:
+def load_model(config: str | os.PathLike | None, weights: str | os.PathLike | None,
+               score_thresh: float | None = None, overrides: Sequence[str] = ()) -> tuple[MaskRCNN, InstsegConfig]:
     """Read the checkpoint safely, build the model from the config and load the weights by name.
 
-    ``config`` may be None for our own checkpoints, which carry their config.
+    ``config`` may be None for our own checkpoints, which carry their config. ``overrides``:
+    detectron2's ``KEY VALUE ...`` list, applied on top of the config. ``weights`` None: the
+    config's MODEL.WEIGHTS (from the file or an override), as detectron2 does.
     """
+    cfg = load_config(config, overrides) if config is not None else None
+    if weights is None:
+        weights = _weights_from_config(cfg)
     ckpt = read_checkpoint(weights)
     meta = ckpt.extra.get(INSTSEG_KEY, {}) if ckpt.kind == "instseg" else {}
-    if config is not None:
-        cfg = load_config(config)
-    elif "config" in meta:
-        cfg = config_from_tree(meta["config"], source=f"{weights} (embedded)")
-    else:
-        raise ConfigError(f"{weights} is a detectron2 checkpoint without a config: pass --config")
+    if cfg is None:
+        if "config" not in meta:
+            raise ConfigError(f"{weights} is a detectron2 checkpoint without a config: pass --config")
+        cfg = config_from_tree(meta["config"], source=f"{weights} (embedded)", overrides=overrides)
     names = meta.get("class_names")
     cfg.class_names = tuple(names) if names and len(names) == cfg.model.num_classes else \
         default_class_names(cfg.model.num_classes)
@@ -43,3 +47,13 @@ def load_model(config: str | os.PathLike | None, weights: str | os.PathLike,
     load_weights(model, ckpt, source=f"weights {Path(weights).name}")
     return model, cfg
 
+
+def _weights_from_config(cfg: InstsegConfig | None) -> str:
+    """MODEL.WEIGHTS when no --weights was given (a local file: nothing is downloaded)."""
+    if cfg is None or not cfg.weights:
+        raise ConfigError("--weights is required (or MODEL.WEIGHTS in the config, or as a MODEL.WEIGHTS PATH "
+                          "override)")
+    if "://" in cfg.weights:
+        raise ConfigError(f"MODEL.WEIGHTS is {cfg.weights}: a URL (nothing is downloaded here); download it "
+                          "and pass --weights FILE or MODEL.WEIGHTS FILE")
+    return cfg.weights

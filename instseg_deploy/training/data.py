@@ -9,6 +9,9 @@ was resumed: resuming needs only the iteration number.
 from __future__ import annotations
 
 import itertools
+import os
+import threading
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -20,6 +23,7 @@ from pycocotools import mask as mask_utils
 
 from instseg_deploy.config.types import InputConfig
 from instseg_deploy.data.coco import DatasetError, read_dataset_image
+from instseg_deploy.lifetime import die_with_parent
 from instseg_deploy.processing.preprocess import padded_shape, resize, resized_shape
 from instseg_deploy.training.records import TrainRecord
 from instseg_deploy.training.targets import ImageTargets, InstanceMask
@@ -246,9 +250,27 @@ def collate(samples: list[TrainSample], pixel_mean: tuple[float, ...], size_divi
 
 def build_loader(dataset: TrainingDataset, sampler: BatchSampler, pixel_mean: tuple[float, ...],
                  size_divisibility: int, num_workers: int) -> Iterator[TrainBatch]:
-    """An endless iterator of batches (workers > 0: loaded in parallel, in order)."""
+    """An endless iterator of batches (workers > 0: loaded in parallel, in order). Workers die with
+    this process, even when it is SIGKILLed: left alone, an orphaned worker can stay blocked for good."""
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, num_workers=num_workers,
         collate_fn=partial(collate, pixel_mean=pixel_mean, size_divisibility=size_divisibility),
-        persistent_workers=num_workers > 0)
+        persistent_workers=num_workers > 0,
+        worker_init_fn=partial(_worker_init, os.getpid()) if num_workers > 0 else None)
     return iter(loader)
+
+
+def _worker_init(parent_pid: int, worker_id: int) -> None:
+    die_with_parent(parent_pid)
+    threading.excepthook = partial(_quiet_hangup, threading.excepthook)
+
+
+def _quiet_hangup(default, args) -> None:
+    """A parent interrupted (Ctrl-C, SIGTERM) while it fetches a batch's shared tensors hangs up on this
+    worker's fd-sharing thread (multiprocessing.resource_sharer): the parent's "interrupted" says it all,
+    so that thread's ConnectionResetError is not printed after it. Anything else is."""
+    frames = traceback.extract_tb(args.exc_traceback) if args.exc_traceback else []
+    if issubclass(args.exc_type, (ConnectionError, EOFError)) and any(
+            f.filename.endswith("resource_sharer.py") for f in frames):
+        return
+    default(args)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from instseg_deploy.atomic import write_text
+from instseg_deploy.atomic import check_destination, write_text
 from instseg_deploy.checkpoint import load_weights
 from instseg_deploy.config import InstsegConfig, config_from_tree, dump_tree
 from instseg_deploy.data.coco import CocoDataset, DatasetError
@@ -86,6 +86,7 @@ class TrainResult:
     max_iter: int
     last_metrics: dict[str, float] = field(default_factory=dict)
     eval_metrics: dict[str, float] | None = None
+    wrote_final: bool = True  # False: final_checkpoint was already in place from an earlier invocation
 
 
 class Reporter:
@@ -166,8 +167,9 @@ def training_config(cfg: InstsegConfig, dataset: CocoDataset, options: TrainOpti
     tree["SEED"] = int(seed)
     tree["OUTPUT_DIR"] = str(options.out_dir)
     tree["MODEL"]["WEIGHTS"] = "" if init in (None, "scratch") else str(init)
-    run_cfg = config_from_tree(tree, source=str(options.out_dir / "config.yaml"))
+    run_cfg = config_from_tree(tree, source=str(options.out_dir / "config.yaml"), warn_unknown=False)
     run_cfg.class_names = dataset.class_names
+    run_cfg.overrides = cfg.overrides  # already in the tree; kept to be recorded in config.yaml
     for head in ("RPN", "ROI_BOX_HEAD"):
         if tree["MODEL"][head]["BBOX_REG_LOSS_TYPE"] not in BOX_LOSS_TYPES:
             raise ConfigError(f"MODEL.{head}.BBOX_REG_LOSS_TYPE {tree['MODEL'][head]['BBOX_REG_LOSS_TYPE']!r} is not "
@@ -251,6 +253,9 @@ def train(cfg: InstsegConfig, train_set: CocoDataset, val_set: CocoDataset | Non
 
 def _train(cfg, train_set, val_set, options, reporter, after_iteration, rank, world_size, device) -> TrainResult:
     out_dir = Path(options.out_dir)
+    if os.path.lexists(out_dir) and not out_dir.is_dir():  # a symlink to a folder is fine, a dangling one not
+        raise InstsegError(f"--out {out_dir} exists and is not a folder (a run folder holds checkpoints, "
+                           "config.yaml and metrics.json)")
     resume_from = last_checkpoint(out_dir) if out_dir.is_dir() else None
     if resume_from is not None and not options.resume:
         raise InstsegError(f"{out_dir} already holds a training run ({resume_from.name}); pass --resume to continue "
@@ -303,7 +308,9 @@ def _train(cfg, train_set, val_set, options, reporter, after_iteration, rank, wo
     metrics = MetricsLog(out_dir / "metrics.json" if rank == 0 else None, options.log_period)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_text(config_path, dump_tree(run_cfg.raw))
+        check_destination(out_dir / "metrics.json")  # appended to, not replaced: a FIFO there would block
+        recorded = f"# command-line overrides: {' '.join(run_cfg.overrides)}\n" if run_cfg.overrides else ""
+        write_text(config_path, recorded + dump_tree(run_cfg.raw))
         metrics.truncate_after(start_iter)
 
     aug = Augmentation.from_input_config(run_cfg.model.input)
@@ -391,17 +398,30 @@ def _train(cfg, train_set, val_set, options, reporter, after_iteration, rank, wo
 
     final = out_dir / FINAL_NAME
     last = solver.max_iter - 1
-    if rank == 0 and start_iter <= last:
-        write_checkpoint(out_dir, FINAL_NAME, model, run_cfg.raw, run_cfg.class_names, state_at(last))
-    elif start_iter > last:
-        reporter.message(f"the run had already reached SOLVER.MAX_ITER {solver.max_iter}; nothing to train")
-    if eval_period > 0 and start_iter <= last:
+    # A run killed while writing model_final.pth resumes from the last periodic checkpoint; when that is
+    # the final iteration's (MAX_ITER a multiple of CHECKPOINT_PERIOD), it is model_final.pth's content.
+    finish = start_iter <= last or (start_iter == last + 1 and resume_from.name != FINAL_NAME)
+    if finish:
+        if start_iter > last:
+            reporter.message(f"{resume_from.name} holds the final iteration {last}; writing {FINAL_NAME} from it")
+        if rank == 0:  # resumed at the end: the checkpoint's own trainer state, as the run would have written it
+            write_checkpoint(out_dir, FINAL_NAME, model, run_cfg.raw, run_cfg.class_names,
+                             state_at(last) if start_iter <= last else state)
+    elif resume_from.name == FINAL_NAME:
+        reporter.message(f"nothing to train: {FINAL_NAME} is at iteration {start_iter - 1} and SOLVER.MAX_ITER is "
+                         f"{solver.max_iter}")
+    else:
+        raise InstsegError(f"{resume_from} is at iteration {start_iter - 1}, past SOLVER.MAX_ITER {solver.max_iter}: "
+                           f"there is no checkpoint of iteration {last} to make {FINAL_NAME} from; resume with "
+                           f"--max-iter {start_iter} or more, or use {resume_from.name} itself")
+    if eval_period > 0 and finish:
         eval_metrics = run_eval(last)
     if world_size > 1:
         import torch.distributed as dist
 
         dist.barrier()
-    return TrainResult(out_dir, final, config_path, start_iter, solver.max_iter, last_metrics, eval_metrics)
+    return TrainResult(out_dir, final, config_path, start_iter, solver.max_iter, last_metrics, eval_metrics,
+                       wrote_final=finish)
 
 
 def _grad_scaler():

@@ -22,7 +22,7 @@ class Backend {
 
 struct BackendOptions {
   int threads = 0;             // ONNX Runtime intra-op threads; 0: its default (one per physical core)
-  std::string plugin_library;  // TensorRT: path of libinstseg_plugins.so ("" searches plugins/build, LD paths)
+  std::string plugin_library;  // TensorRT: libinstseg_plugins.so ("": choose_plugin_library's rule)
 };
 
 // Opens a model by its file: a .onnx with ONNX Runtime, a .engine/.plan/.trt with TensorRT

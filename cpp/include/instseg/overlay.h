@@ -10,7 +10,8 @@
 
 namespace instseg {
 
-// A copy of `bgr` with the instances drawn on it. class_names[k] names class k.
+// A copy of `bgr` with the instances drawn on it. class_names[k] names class k. Masks are drawn
+// from whichever MaskFormat the instances hold (the same picture for dense, rle and cropped).
 Image draw_instances(const Image& bgr, const Instances& instances, const std::vector<std::string>& class_names,
                      float alpha = 0.5f);
 

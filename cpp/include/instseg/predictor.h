@@ -3,11 +3,16 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "instseg/backend.h"
 #include "instseg/types.h"
 
 namespace instseg {
+
+// "dense" | "rle" | "cropped" | "none" -> MaskFormat; anything else throws Error naming the choices.
+MaskFormat parse_mask_format(const std::string& text);
+const char* mask_format_name(MaskFormat format);
 
 struct StageTimes {  // milliseconds of the last predict() call
   double preprocess = 0;
@@ -20,9 +25,10 @@ class Predictor {
   // score_thresh: keep detections scoring at least this (on top of the model's own threshold).
   Predictor(std::unique_ptr<Backend> backend, float score_thresh);
 
-  // bgr: an 8-bit BGR image (as read_image returns). Masks are full resolution, or empty when
-  // paste_masks is false and the model returns raw mask probabilities.
-  Instances predict(const Image& bgr, bool paste_masks = true);
+  // bgr: an 8-bit BGR image (as read_image returns). Masks in `masks` format (see MaskFormat in
+  // types.h): dense full-resolution masks, RLE strings or cropped regions made from the region
+  // alone, or none.
+  Instances predict(const Image& bgr, MaskFormat masks = MaskFormat::dense);
 
   const ModelMetadata& metadata() const { return backend_->metadata(); }
   const Backend& backend() const { return *backend_; }

@@ -52,12 +52,35 @@ struct RawDetections {
   std::vector<uint8_t> pasted_masks;
 };
 
-// One detection in original-image pixels. mask: (height, width) of the image, row-major, 0 or 1.
+// How an Instance holds its mask (every format holds exactly the same pixels):
+//   dense    mask: the full (image height, width) mask, row-major 0/1
+//   rle      rle: pycocotools' compressed RLE "counts" string of that full-image mask, computed from
+//            the region alone (no full-image buffer)
+//   cropped  region_mask: (region.height, region.width) row-major 0/1 over `region`; every pixel
+//            outside the region is 0
+//   none     no mask at all (region left empty)
+enum class MaskFormat { dense, rle, cropped, none };
+
+// A rectangle of image pixels: rows [top, top + height), columns [left, left + width).
+struct Region {
+  int top = 0;
+  int left = 0;
+  int height = 0;
+  int width = 0;
+};
+
+// One detection in original-image pixels. Only the field of its MaskFormat holds the mask (see
+// MaskFormat); `region` is set for every format but none: the box grown by one pixel and clipped
+// to the image, where pasting can turn pixels on (for masks pasted in the graph, also grown to any
+// pixel the graph turned on outside it).
 struct Instance {
   std::array<float, 4> box{};  // x0, y0, x1, y1
   float score = 0.0f;
   int64_t class_id = 0;  // 0-based contiguous class index
-  std::vector<uint8_t> mask;
+  Region region;
+  std::vector<uint8_t> mask;         // dense
+  std::string rle;                   // rle
+  std::vector<uint8_t> region_mask;  // cropped
 };
 
 // All detections of one image, sorted by decreasing score (the network's order).

@@ -24,7 +24,7 @@ from instseg_deploy.export.trt.calibrator import DEFAULT_CALIB_IMAGES
 from instseg_deploy.export.trt.precision import PrecisionPlan, is_qdq_model, resolve_precision
 from instseg_deploy.export.trt.progress import BuildProgress
 from instseg_deploy.model_file.reader import read_model_file
-from instseg_deploy.model_file.sidecar import build_sidecar, write_sidecar
+from instseg_deploy.model_file.sidecar import build_sidecar, file_sha256, write_sidecar
 from instseg_deploy.ops.roi_align_contract import uses_plugin
 from instseg_deploy.runtime.trt.plugin_library import find_plugin_library
 from instseg_deploy.runtime.trt.profiles import ShapeRange, input_profiles, profiles_json, resolve_image_range
@@ -62,6 +62,7 @@ class TrtExportRequest:
     opset: int = DEFAULT_OPSET
     masks: str = "raw"
     roi_align: str = "plugin"  # on-the-fly export: "plugin" (needs libinstseg_plugins.so) or "onnx"
+    overrides: tuple[str, ...] = ()  # detectron2 KEY VALUE config overrides of an on-the-fly export
 
     @property
     def workspace_bytes(self) -> int | None:
@@ -86,7 +87,7 @@ class EngineExportProgress(BuildProgress, Protocol):
 def check_request(request: TrtExportRequest) -> None:
     """The argument errors that need no file reading, TensorRT or GPU."""
     out, model = request.out, request.model
-    if (model is None) == (request.weights is None):
+    if (model is None) == (request.weights is None and request.config is None):
         raise InstsegError("--to trt needs either --model model.onnx or --config/--weights (one of them)")
     if model is not None and not model.is_file():
         raise InstsegError(f"model file not found: {model}")
@@ -153,7 +154,8 @@ def export_trt_engine(request: TrtExportRequest, progress: EngineExportProgress 
                             profiles=profiles_json(profiles),
                             plugin_library=None if library is None else str(library.path),
                             plugin_required=needs_plugin, source_onnx=source,
-                            workspace_bytes=request.workspace_bytes)
+                            workspace_bytes=request.workspace_bytes,
+                            plugin_sha256=None if library is None else file_sha256(library.path))
     sidecar_file = _write_engine(request.out, serialized, sidecar)
     return TrtExportResult(request.out, sidecar_file, request.out.stat().st_size, plan, profiles)
 
@@ -163,7 +165,7 @@ def _export_onnx(request: TrtExportRequest, path: Path) -> tuple[Path, dict[str,
     from instseg_deploy.export.onnx_export import export_onnx
     from instseg_deploy.runtime.torch_model import load_model
 
-    net, cfg = load_model(request.config, request.weights)
+    net, cfg = load_model(request.config, request.weights, overrides=request.overrides)
     export_onnx(net, cfg, path, opset=request.opset, masks=request.masks, roi_align=request.roi_align)
     return path, read_model_file(path).require_metadata()
 

@@ -208,11 +208,13 @@ def load_trt_runner(path: str | Path, plugin_lib: str | Path | None = None, devi
     """Check the engine's sidecar against this machine, load the plugin library, deserialise.
 
     The checks (TensorRT version, compute capability, engine hash) run before TensorRT sees the
-    engine, so a mismatch is a clear one-line refusal rather than a crash inside TensorRT.
+    engine, so a mismatch is a clear one-line refusal rather than a crash inside TensorRT. The plugin
+    library is ``plugin_lib``, ``$INSTSEG_PLUGIN_LIB``, or the one the sidecar names where
+    ``find_plugin_library`` allows it (our build, or a copy next to the engine with the recorded SHA-256).
     """
     import torch
 
-    from instseg_deploy.runtime.trt.plugin_library import find_plugin_library, load_plugin_library
+    from instseg_deploy.runtime.trt.plugin_library import find_plugin_library, load_plugin_library, recorded_library
 
     path = Path(path)
     sidecar = read_sidecar(path)
@@ -220,9 +222,9 @@ def load_trt_runner(path: str | Path, plugin_lib: str | Path | None = None, devi
     index = device_index(device)
     for message in check_sidecar(sidecar, path, trt.__version__, current_device_info(index)):
         warnings.warn(message, stacklevel=2)
-    plugin = sidecar.get("plugin_library") or {}
-    if plugin.get("required") or plugin_lib is not None:
-        load_plugin_library(trt, find_plugin_library(plugin_lib, recorded=plugin.get("path")))
+    plugin = sidecar.get("plugin_library")
+    if (isinstance(plugin, dict) and plugin.get("required")) or plugin_lib is not None:
+        load_plugin_library(trt, find_plugin_library(plugin_lib, recorded=recorded_library(sidecar, path)))
     logger = make_logger(trt)
     trt.init_libnvinfer_plugins(logger, "")
     runtime = trt.Runtime(logger)
