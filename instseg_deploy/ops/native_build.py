@@ -75,7 +75,7 @@ def _source_digest(flags: tuple[str, ...], files: tuple[str, ...]) -> str:
 
 def _check_sources(files: tuple[str, ...]) -> None:
     if not (NATIVE_SRC / files[0]).is_file():
-        raise NativeBuildError(f"RoIAlign sources not found under {NATIVE_SRC} (an incomplete install?); "
+        raise NativeBuildError(f"{files[0]} not found under {NATIVE_SRC} (an incomplete install?); "
                                f"reinstall instseg-deploy or set {LIBRARY_ENV} to a prebuilt library")
 
 
@@ -83,26 +83,25 @@ def twin_library_path() -> Path:
     """Path of the CPU twin library, compiling it first if this source version has none yet."""
     if os.environ.get(LIBRARY_ENV):
         return Path(os.environ[LIBRARY_ENV])
-    cxx = compiler()
-    if cxx is None:
-        raise NativeBuildError("no C++ compiler (g++ or $CXX) found to build the RoIAlign CPU twin")
-    _check_sources(TWIN_FILES)
-    flags = (os.path.basename(cxx),) + CXX_FLAGS
-    out_dir = cache_root() / f"roi_align_twin-{_source_digest(flags, TWIN_FILES)}"
-    return _build_once(out_dir / TWIN_LIBRARY_NAME,
-                       lambda out: [cxx, *CXX_FLAGS, "-I", str(NATIVE_SRC), str(NATIVE_SRC / TWIN_FILES[0]), "-o", out])
+    return _cpu_library("roi_align_twin", TWIN_LIBRARY_NAME, TWIN_FILES, CXX_FLAGS, "the RoIAlign CPU twin")
 
 
 def mask_library_path() -> Path:
     """Path of the mask pasting library (C ABI ``instseg_paste_mask_rle``), compiling it first if needed."""
+    return _cpu_library("mask_paste", MASK_LIBRARY_NAME, MASK_FILES, MASK_CXX_FLAGS, "the mask pasting library")
+
+
+def _cpu_library(stem: str, name: str, files: tuple[str, ...], cxx_flags: tuple[str, ...], what: str) -> Path:
+    """``name`` built with g++ from ``files`` (the first is the translation unit) into a cache folder of its
+    source version."""
     cxx = compiler()
     if cxx is None:
-        raise NativeBuildError("no C++ compiler (g++ or $CXX) found to build the mask pasting library")
-    _check_sources(MASK_FILES)
-    flags = (os.path.basename(cxx),) + MASK_CXX_FLAGS
-    out_dir = cache_root() / f"mask_paste-{_source_digest(flags, MASK_FILES)}"
-    return _build_once(out_dir / MASK_LIBRARY_NAME,
-                       lambda out: [cxx, *MASK_CXX_FLAGS, str(NATIVE_SRC / MASK_FILES[0]), "-o", out])
+        raise NativeBuildError(f"no C++ compiler (g++ or $CXX) found to build {what}")
+    _check_sources(files)
+    flags = (os.path.basename(cxx),) + cxx_flags
+    out_dir = cache_root() / f"{stem}-{_source_digest(flags, files)}"
+    return _build_once(out_dir / name,
+                       lambda out: [cxx, *cxx_flags, "-I", str(NATIVE_SRC), str(NATIVE_SRC / files[0]), "-o", out])
 
 
 def cuda_library_path(arch: str) -> Path:
