@@ -38,7 +38,8 @@ BackendOption = typer.Option("torch", "--backend", "-b", help="torch (config + w
 ModelOption = typer.Option(None, "--model", "-m", help="Exported model: .onnx for ort, .onnx or .xml for openvino, "
                            ".engine for trt.", show_default=False)
 ProvidersOption = typer.Option("cpu", "--providers", help="ONNX Runtime providers in priority order: cpu, cuda, trt.")
-ThreadsOption = typer.Option(0, "--threads", help="Intra-op threads for ONNX Runtime and OpenVINO (0 = their default).")
+ThreadsOption = typer.Option(0, "--threads", help="Intra-op CPU threads of the backend (0: torch uses the cores other "
+                             "work leaves idle; ONNX Runtime and OpenVINO their own default).")
 PrecisionOption = typer.Option("auto", "--precision", help="--backend openvino: f32, bf16 (CPUs with AVX512-BF16 or "
                                "AMX) or auto (the fastest that keeps the model's AP: f32 for now).")
 HintOption = typer.Option("latency", "--hint", help="--backend openvino: latency (one image at a time) or "

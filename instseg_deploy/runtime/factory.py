@@ -28,7 +28,9 @@ def load_predictor(backend: str = "torch", config: str | os.PathLike | None = No
     to the config's MODEL.WEIGHTS).
     ort: ``model`` (an exported .onnx); ``config`` only for a model without instseg metadata.
     openvino: ``model`` (an exported .onnx or an OpenVINO IR .xml); ``precision`` f32 | bf16 | auto,
-    ``hint`` latency | throughput, ``threads`` (0: all cores).
+    ``hint`` latency | throughput.
+    ``threads``: intra-op threads of every backend; 0: for torch the cores other work leaves idle
+    (runtime.threads), for ONNX Runtime and OpenVINO their own default.
     trt: ``model`` (an .engine with its sidecar).
     On a CUDA device (torch, trt) masks are pasted, and for torch images resized, on the GPU.
     """
@@ -48,10 +50,12 @@ def _load(backend, config, weights, model, score_thresh, device, providers, thre
     if backend == "torch":
         if weights is None and config is None:
             raise InstsegError("--weights is required for --backend torch (or --config with MODEL.WEIGHTS)")
+        from instseg_deploy.runtime.threads import set_torch_threads
         from instseg_deploy.runtime.torch_model import load_model
         from instseg_deploy.runtime.torch_runner import TorchRunner
 
         net, cfg = load_model(config, weights, score_thresh=score_thresh, overrides=overrides)
+        set_torch_threads(threads)
         runner = TorchRunner(net, device)
         return Predictor(runner, PreprocessParams.from_model_config(cfg.model), cfg.class_names,
                          score_thresh=score_thresh or 0.0,
