@@ -22,8 +22,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from instseg_deploy.processing.masks import check_mask_format, compress_rle, paste_region
-from instseg_deploy.processing.preprocess import Batch, PreprocessParams, batch_shape, checked_resized_shape
+from instseg_deploy.processing.masks import check_mask_format, compress_rle, counts_from_bounds, paste_region
+from instseg_deploy.processing.preprocess import (
+    Batch,
+    PreprocessParams,
+    batch_shape,
+    check_image,
+    checked_resized_shape,
+)
 from instseg_deploy.structures import CroppedMask, Masks
 
 # Instances pasted at once: bounds the float (chunk, H, W) intermediate (~0.5 GB at 800x1333).
@@ -37,8 +43,7 @@ def preprocess_on_device(images: list[np.ndarray], params: PreprocessParams, dev
         raise ValueError("preprocess needs at least one image")
     resized = []
     for image in images:
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
+        check_image(image)
         chw = torch.from_numpy(np.ascontiguousarray(image)).to(device, non_blocking=True).permute(2, 0, 1)
         if channel_order != params.input_format:
             chw = chw.flip(0)
@@ -162,15 +167,8 @@ def rle_on_device(masks: torch.Tensor) -> list[dict]:
     padded = F.pad(flat, (1, 1))
     inst, bounds = torch.nonzero(padded[:, 1:] != padded[:, :-1], as_tuple=True)
     inst, bounds = inst.cpu().numpy(), bounds.cpu().numpy()
-    total = height * width
     splits = np.searchsorted(inst, np.arange(1, n))
-    rles = []
-    for b in np.split(bounds, splits):
-        counts = np.diff(np.concatenate([[0], b, [total]]))
-        if len(b) and b[-1] == total:  # ends on: no trailing zero run
-            counts = counts[:-1]
-        rles.append(compress_rle(counts.astype(np.uint32), height, width))
-    return rles
+    return [compress_rle(counts_from_bounds(b, height * width), height, width) for b in np.split(bounds, splits)]
 
 
 def masks_on_device(mask_probs: np.ndarray, boxes: np.ndarray, height: int, width: int, mask_format: str,

@@ -144,9 +144,14 @@ def rle_counts(cropped: CroppedMask, height: int, width: int) -> np.ndarray:
         touching = np.flatnonzero(bounds[1:] == bounds[:-1])  # an end equal to the next start
         if len(touching):
             bounds = np.delete(bounds, np.concatenate([touching, touching + 1]))
-    total = height * width
+    return counts_from_bounds(bounds, height * width)
+
+
+def counts_from_bounds(bounds: np.ndarray, total: int) -> np.ndarray:
+    """COCO RLE counts from the sorted column-major positions where the mask turns on or off (zeros first;
+    no trailing zero run when the mask ends on)."""
     counts = np.diff(np.concatenate([[0], bounds, [total]]))
-    if len(bounds) and bounds[-1] == total:  # the mask ends on: no trailing zero run
+    if len(bounds) and bounds[-1] == total:
         counts = counts[:-1]
     return counts.astype(np.uint32)
 

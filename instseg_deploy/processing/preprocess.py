@@ -63,10 +63,14 @@ def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
 
 
-def prepare_image(image: np.ndarray, params: PreprocessParams, channel_order: str = "BGR") -> np.ndarray:
-    """(H, W, 3) uint8 in ``channel_order`` -> resized (h, w, 3) uint8 in the network's order."""
+def check_image(image: np.ndarray) -> None:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
+
+
+def prepare_image(image: np.ndarray, params: PreprocessParams, channel_order: str = "BGR") -> np.ndarray:
+    """(H, W, 3) uint8 in ``channel_order`` -> resized (h, w, 3) uint8 in the network's order."""
+    check_image(image)
     if channel_order != params.input_format:
         image = image[:, :, ::-1]
     h, w = checked_resized_shape(image.shape[0], image.shape[1], params)

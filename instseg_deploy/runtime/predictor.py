@@ -72,6 +72,8 @@ class Predictor:
         """Last stage of :meth:`predict`: the runner's raw detections of ``batch`` to one
         :class:`Instances` per image, in original image coordinates."""
         on_device = self.processing_device is not None and raw.masks is None
+        if on_device:
+            from instseg_deploy.processing.device import masks_on_device
         results = []
         for i in range(len(batch.image_sizes)):
             sel = raw.batch_idx == i
@@ -82,8 +84,6 @@ class Predictor:
                 pasted_masks=None if raw.masks is None else raw.masks[sel],
             )
             if on_device:
-                from instseg_deploy.processing.device import masks_on_device
-
                 instances.masks = masks_on_device(instances.mask_probs, instances.boxes, *instances.image_size,
                                                   self.mask_format, self.processing_device)
                 instances.mask_format = self.mask_format
