@@ -62,7 +62,7 @@ def stages(onnx: Path, data: Path, threads: int, repeats: int) -> dict:
 
     from instseg_deploy.runtime import load_predictor
 
-    predictor = load_predictor("ort", model=onnx, threads=threads)
+    predictor = load_predictor("ort", model=onnx, threads=threads, score_thresh=None)  # the model's own, as measured
     images = [cv2.imread(str(p)) for p in sorted((data / "images").glob("*.jpg"))]
     times = {k: [] for k in ("pre", "model", *FORMATS)}
     detections = []
@@ -93,7 +93,7 @@ def overlap(onnx: Path, data: Path, threads: int, repeats: int) -> dict:
     from instseg_deploy.runtime import load_predictor
     from instseg_deploy.runtime.pipeline import predict_stream
 
-    predictor = load_predictor("ort", model=onnx, threads=threads, mask_format="rle")
+    predictor = load_predictor("ort", model=onnx, threads=threads, mask_format="rle", score_thresh=None)
     paths = sorted((data / "images").glob("*.jpg"))
     rates = {True: [], False: []}
     for r in range(repeats):

@@ -55,7 +55,9 @@ def evaluate_set(name: str, images: Path, annotations: Path, fp32: Path, int8: P
     backends = {"ort fp32": ("ort", fp32, {}), "openvino f32": ("openvino", fp32, {"precision": "f32"}),
                 "openvino bf16": ("openvino", fp32, {"precision": "bf16"}), "ort int8": ("ort", int8, {}),
                 "openvino int8": ("openvino", int8, {})}
-    predictors = {label: load_predictor(b, model=m, threads=2, **kw) for label, (b, m, kw) in backends.items()}
+    # AP and matching need every detection: the models' own threshold
+    predictors = {label: load_predictor(b, model=m, threads=2, score_thresh=None, **kw)
+                  for label, (b, m, kw) in backends.items()}
     counts = {"matched": 0, "total": 0}
 
     def match(results: dict) -> None:

@@ -22,7 +22,8 @@ from instseg_deploy.runtime import load_predictor
 import torch
 threads, count = int(sys.argv[1]), int(sys.argv[2])
 predictor = load_predictor("torch", DEMO_DATA / "shapes_r50" / "config.yaml",
-                           DEMO_DATA / "shapes_r50" / "model_final.pkl", threads=threads, mask_format="rle")
+                           DEMO_DATA / "shapes_r50" / "model_final.pkl", threads=threads, mask_format="rle",
+                           score_thresh=None)
 images = [cv2.imread(str(p)) for p in sorted((DEMO_DATA / "shapes_val" / "images").glob("*.jpg"))[:count]]
 predictor(images[0])
 start = time.perf_counter()

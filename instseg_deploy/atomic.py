@@ -3,8 +3,10 @@
 One file (:func:`atomic_path`, :func:`write_bytes`, ...): written to a temporary file beside it, then
 renamed over it. The destination must be absent or a regular file: a symlink, a directory, a FIFO or a
 device at that path is refused (replacing it would destroy it, or write where the link points). The
-temporary name carries our prefix and the writer's pid, ``.NAME.instseg-<pid>-XXXXXXXX.tmp``; one left
-by a writer that was killed (its pid no longer alive) is removed the next time NAME is written.
+temporary name carries our prefix and the writer's pid, ``.NAME.instseg-<pid>-XXXXXXXX.tmp``, or with
+``keep_suffix`` also NAME's suffix, ``.NAME.instseg-<pid>-XXXXXXXX.tmp.mp4`` (for writers that choose the
+format by the file name, like cv2.VideoWriter); one left by a writer that was killed (its pid no longer
+alive) is removed the next time NAME is written.
 
 A set of files that belong together (:func:`output_set`, :func:`read_output_set`): a manifest written
 last lists the run's files with their sizes and SHA-256, so a folder whose manifest is missing, or whose
@@ -103,12 +105,22 @@ def _temp_prefix(name: str) -> str:
     return f".{name}.{TEMP_MARK}-"
 
 
-def _writer_pid(entry_name: str, prefix: str) -> int | None:
-    """The writer's pid in a temporary's name ``PREFIX<pid>-XXXXXXXX.tmp``, None if it is not one of ours."""
-    if not (entry_name.startswith(prefix) and entry_name.endswith(".tmp")):
+def _temp_suffix(name: str, keep_suffix: bool) -> str:
+    return ".tmp" + (PurePosixPath(name).suffix if keep_suffix else "")
+
+
+def _writer_pid(entry_name: str, name: str) -> int | None:
+    """The writer's pid in a temporary of ``name``, ``.NAME.instseg-<pid>-XXXXXXXX.tmp`` or its ``keep_suffix``
+    form ``...tmp<NAME's suffix>``; None if it is not one of ours."""
+    prefix = _temp_prefix(name)
+    if not entry_name.startswith(prefix):
         return None
-    pid, _, rest = entry_name[len(prefix):-len(".tmp")].partition("-")
-    return int(pid) if pid.isdigit() and rest else None
+    for end in (_temp_suffix(name, False), _temp_suffix(name, True)):
+        if entry_name.endswith(end):
+            pid, _, rest = entry_name[len(prefix):-len(end)].partition("-")
+            if pid.isdigit() and rest:
+                return int(pid)
+    return None
 
 
 def _remove_stale(folder: Path, name: str | None) -> list[Path]:
@@ -119,11 +131,10 @@ def _remove_stale(folder: Path, name: str | None) -> list[Path]:
         return removed
     for entry in entries:
         if name is not None:
-            pid = _writer_pid(entry.name, _temp_prefix(name))
-        else:  # any NAME: .NAME.instseg-<pid>-XXXXXXXX.tmp
+            pid = _writer_pid(entry.name, name)
+        else:  # any NAME: .NAME.instseg-<pid>-XXXXXXXX.tmp[.suffix]
             mark = entry.name.rfind(f".{TEMP_MARK}-")
-            pid = (_writer_pid(entry.name, entry.name[:mark + len(TEMP_MARK) + 2])
-                   if mark > 0 and entry.name.startswith(".") else None)
+            pid = _writer_pid(entry.name, entry.name[1:mark]) if mark > 0 and entry.name.startswith(".") else None
         if pid is None or pid == os.getpid() or _pid_alive(pid):
             continue
         if entry.is_file(follow_symlinks=False):  # ours are regular files; leave anything else alone
@@ -146,18 +157,20 @@ def remove_stale_temporaries_in(folder: str | os.PathLike) -> list[Path]:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, keep_suffix: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; it replaces ``path`` only if the block succeeds.
 
     ``path`` must be absent or a regular file (see :func:`check_destination`); the result gets the mode
-    of the file it replaces, else the umask's.
+    of the file it replaces, else the umask's. ``keep_suffix``: the temporary's name ends in ``path``'s
+    suffix too (``.tmp.mp4``), for writers that pick the format from the name.
     """
     path = Path(path)
     check_destination(path)
     _make_parent(path.parent)
     remove_stale_temporaries(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f"{_temp_prefix(path.name)}{os.getpid()}-", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f"{_temp_prefix(path.name)}{os.getpid()}-",
+                                   suffix=_temp_suffix(path.name, keep_suffix), dir=path.parent)
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e.strerror}") from None
     os.close(fd)
@@ -258,15 +271,16 @@ class OutputSet:
         self.files: dict[str, dict[str, int | str]] = {}
 
     @contextlib.contextmanager
-    def path(self, name: str) -> Iterator[Path]:
-        """Like :func:`atomic_path` for ``folder/name``, recorded in the set once it is in place."""
+    def path(self, name: str, keep_suffix: bool = False) -> Iterator[Path]:
+        """Like :func:`atomic_path` (``keep_suffix`` too) for ``folder/name``, recorded in the set once it is
+        in place."""
         member = _member_name(name)
         target = _member_path(self.folder, member)
         check_destination(target)  # before the journal names it: a refused path never becomes "ours"
         # Recorded before the rename: a run killed right after it still knows the file is ours.
         self._journal.write(member + "\n")
         self._journal.flush()
-        with atomic_path(target) as tmp:
+        with atomic_path(target, keep_suffix) as tmp:
             yield tmp
             size, sha256 = _file_digest(tmp)
         self.files[member] = {"bytes": size, "sha256": sha256}

@@ -15,3 +15,7 @@ class CheckpointError(InstsegError):
 
 class ImageError(InstsegError):
     """An image cannot be read or has a layout we refuse."""
+
+
+class ServingError(InstsegError):
+    """A model server cannot be started or reached, or it refused a request."""

@@ -172,6 +172,33 @@ def test_stale_temporaries_of_dead_writers_go_others_stay(tmp_path):
     assert all(p.exists() for p in (live, ours, not_ours)) and dead_link.is_symlink()
 
 
+def test_temporary_can_keep_the_suffix_for_writers_that_choose_the_format_by_name(tmp_path):
+    target = tmp_path / "clip.mp4"
+    with atomic_path(target, keep_suffix=True) as tmp:
+        prefix = f".clip.mp4.instseg-{os.getpid()}-"
+        assert tmp.name.startswith(prefix) and tmp.name.endswith(".tmp.mp4"), tmp.name
+        tmp.write_bytes(b"video")
+    assert target.read_bytes() == b"video" and sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+    with output_set(tmp_path / "set") as files, files.path("v.mp4", keep_suffix=True) as tmp:
+        assert tmp.name.endswith(".tmp.mp4"), tmp.name
+        tmp.write_bytes(b"v")
+    assert set(read_output_set(tmp_path / "set")) == {"v.mp4"}
+
+
+def test_stale_suffixed_temporaries_of_dead_writers_go_live_ones_stay(tmp_path):
+    target = tmp_path / "clip.mp4"
+    dead = tmp_path / f".clip.mp4.instseg-{_dead_pid()}-abcd1234.tmp.mp4"
+    live = tmp_path / ".clip.mp4.instseg-1-abcd1234.tmp.mp4"  # pid 1 is alive
+    other_suffix = tmp_path / f".clip.mp4.instseg-{_dead_pid()}-abcd1234.tmp.avi"  # not clip.mp4's form
+    other_name = tmp_path / f".other.mp4.instseg-{_dead_pid()}-abcd1234.tmp.mp4"
+    for p in (dead, live, other_suffix, other_name):
+        p.write_bytes(b"half")
+    write_bytes(target, b"new")
+    assert not dead.exists() and live.exists() and other_suffix.exists() and other_name.exists()
+    assert remove_stale_temporaries_in(tmp_path) == [other_name]  # the any-name cleanup output sets use
+    assert live.exists() and other_suffix.exists()
+
+
 def test_sigkilled_writer_leaves_a_temporary_that_the_next_write_removes(tmp_path):
     target = tmp_path / "model.onnx"
     script = ("import os, signal, sys\n"

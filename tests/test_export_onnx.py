@@ -28,14 +28,15 @@ GOLDEN = golden_images()
 @pytest.fixture(scope="module")
 def torch_predictor():
     model_dir = DEMO_DATA / "shapes_r50"
-    return load_predictor("torch", model_dir / "config.yaml", model_dir / "model_final.pkl")
+    # the model's own threshold (0.05), as the golden comparisons below count detections at it
+    return load_predictor("torch", model_dir / "config.yaml", model_dir / "model_final.pkl", score_thresh=None)
 
 
 @pytest.mark.parametrize("variant", ["raw", "pasted", "plugin"])
 def test_ort_matches_torch_on_golden_images(exported_onnx, torch_predictor, variant):
     """Standard-op graphs with host or in-graph mask pasting, and the plugin-flavoured graph
     (RoIAlign plugin node run by its CPU twin): the same detections as the torch backend."""
-    ort_predictor = load_predictor("ort", model=exported_onnx[variant])
+    ort_predictor = load_predictor("ort", model=exported_onnx[variant], score_thresh=None)
     matched = total = 0
     worst = 1.0
     for _, path in GOLDEN:  # images of many sizes through one dynamic-shape file
@@ -55,7 +56,7 @@ def test_batches_of_different_sizes(exported_onnx, torch_predictor):
     common size, exactly as detectron2's ImageList does, in both backends."""
     images = [cv2.imread(str(GOLDEN[i][1])) for i in (0, 15)]
     assert images[0].shape != images[1].shape
-    ort_predictor = load_predictor("ort", model=exported_onnx["pasted"])
+    ort_predictor = load_predictor("ort", model=exported_onnx["pasted"], score_thresh=None)
     for ref, ours in zip(torch_predictor.predict(images), ort_predictor.predict(images)):
         assert len(ref) > 5 and match_detections(ref, ours).match_rate == 1.0
         assert ours.masks.shape[1:] == ref.masks.shape[1:]
@@ -100,7 +101,7 @@ def test_fixed_batch_and_size_with_other_class_count(tmp_path, tiny_config_path)
     cfg, path = _export(custom, tmp_path, batch=2, size=(256, 448), simplify=False)
     proto = onnx.load(str(path))
     assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == [2, 3, 256, 448]
-    predictor = load_predictor("ort", model=path)
+    predictor = load_predictor("ort", model=path, score_thresh=None)  # the config's 0.0: every detection
     image = np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8)
     results = predictor.predict([image, image, image])  # runs as batches of 2, the last one padded
     assert len(results) == 3 and len(results[0]) > 0
@@ -155,5 +156,7 @@ def test_unreadable_and_foreign_models(tmp_path, exported_onnx):
     with pytest.raises(InstsegError, match="no instseg metadata"):
         load_predictor("ort", model=foreign)
     # ... usable with explicit flags: preprocessing and classes from the detectron2 config
-    predictor = load_predictor("ort", model=foreign, config=DEMO_DATA / "shapes_r50" / "config.yaml")
+    # at the config's threshold (a shapes model scores a photo low): it is the config that must take effect
+    predictor = load_predictor("ort", model=foreign, config=DEMO_DATA / "shapes_r50" / "config.yaml",
+                               score_thresh=None)
     assert len(predictor(cv2.imread(str(GOLDEN[-1][1])))) > 0

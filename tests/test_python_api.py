@@ -48,17 +48,19 @@ def test_what_is_not_an_image_is_refused_clearly(bgr_predictor):
         load_predictor("torch", CONFIG, WEIGHTS, channel_order="bgr")
 
 
-def test_overrides_equal_the_same_values_written_in_a_yaml(tmp_path, bgr_predictor):
+def test_overrides_equal_the_same_values_written_in_a_yaml(tmp_path):
     derived = tmp_path / "derived.yaml"
     derived.write_text(f"_BASE_: {CONFIG}\nMODEL:\n  ROI_HEADS:\n    SCORE_THRESH_TEST: 0.3\n"
                        "    NMS_THRESH_TEST: 0.6\n")
-    from_yaml = load_predictor("torch", derived, WEIGHTS, mask_format="rle")
-    overridden = load_predictor("torch", CONFIG, WEIGHTS, mask_format="rle",
+    # at the models' own thresholds: the default 0.5 would hide the SCORE_THRESH_TEST override
+    from_yaml = load_predictor("torch", derived, WEIGHTS, mask_format="rle", score_thresh=None)
+    overridden = load_predictor("torch", CONFIG, WEIGHTS, mask_format="rle", score_thresh=None,
                                 overrides=["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.3",
                                            "MODEL.ROI_HEADS.NMS_THRESH_TEST", "0.6"])
+    plain = load_predictor("torch", CONFIG, WEIGHTS, mask_format="rle", score_thresh=None)
     image = cv2.imread(str(IMAGE))
     _same(overridden(image), from_yaml(image))
-    assert len(overridden(image)) < len(bgr_predictor(image))  # the overrides did change something
+    assert len(overridden(image)) < len(plain(image))  # the overrides did change something
 
 
 def test_model_weights_from_an_override_or_the_yaml(tmp_path, bgr_predictor):

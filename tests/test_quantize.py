@@ -252,7 +252,10 @@ def test_calibration_cache_is_reused_and_invalidated(int8_model, exported_onnx, 
 def _agreement(reference_path, candidate_path, images) -> dict:
     from instseg_deploy.runtime.factory import load_predictor
 
-    ref, cand = load_predictor("ort", model=reference_path), load_predictor("ort", model=candidate_path)
+    # both at the model's own threshold: a confident FP32 detection whose INT8 score falls just below 0.5
+    # must still be found (only the reference is cut at 0.5, below)
+    ref = load_predictor("ort", model=reference_path, score_thresh=None)
+    cand = load_predictor("ort", model=candidate_path, score_thresh=None)
     assert cand.class_names == ref.class_names
     refs, cands = [], []
     for path in images:
@@ -406,8 +409,8 @@ def test_int8_file_runs_in_openvino_as_in_onnx_runtime(int8_model, val_images):
     report, _ = int8_model
     meta = read_model_file(report.path).metadata
     assert meta["int8"][FLOAT_PRE_POOL_KEY] == ["/model/backbone/bottom_up/stem/conv1/Conv"]
-    ort = load_predictor("ort", model=report.path)
-    openvino = load_predictor("openvino", model=report.path, threads=2)
+    ort = load_predictor("ort", model=report.path, score_thresh=None)  # counted at the file's own threshold
+    openvino = load_predictor("openvino", model=report.path, threads=2, score_thresh=None)
     assert openvino.runner.precision == "f32"  # an INT8 file's float parts run f32, not bf16
     images = [cv2.imread(str(p)) for p in val_images]
     found_ort = sum(len(r) for r in ort.predict(images))

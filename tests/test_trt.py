@@ -254,10 +254,15 @@ def test_missing_or_broken_sidecar(tmp_path):
         read_sidecar(engine)
 
 
-def test_no_tensorrt_is_one_clear_error(monkeypatch):
+def test_no_tensorrt_is_one_clear_error_that_says_what_it_needs(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "tensorrt", None)  # import tensorrt -> ImportError
-    with pytest.raises(trt_util.TensorRTUnavailable, match="TensorRT is not installed: pip install"):
-        trt_util.import_tensorrt()
+    needs = "TensorRT needs an NVIDIA GPU with CUDA and the TensorRT Python package, pip install \"tensorrt-cu12"
+    with pytest.raises(trt_util.TensorRTUnavailable) as with_gpu:
+        trt_util.import_tensorrt(gpu_found=lambda: True)
+    assert str(with_gpu.value).startswith(f"TensorRT is not installed: {needs}")
+    with pytest.raises(trt_util.TensorRTUnavailable) as without_gpu:
+        trt_util.import_tensorrt(gpu_found=lambda: False)
+    assert str(without_gpu.value).startswith(f"TensorRT is not installed, and this machine has no NVIDIA GPU: {needs}")
 
 
 @pytest.mark.skipif(HAVE_GPU, reason="checks the message on machines without a CUDA GPU")
@@ -617,25 +622,29 @@ def test_export_to_trt_without_tensorrt_is_one_line_and_writes_nothing(tiny_onnx
         result = runner.invoke(app, ["export", "--to", "trt", *args, "--out", str(out / "model.engine"), "--fp16"])
         assert result.exit_code == 2, result.output
         lines = [line for line in result.output.splitlines() if line.strip()]
-        assert len(lines) == 1 and lines[0].startswith("error: TensorRT is not installed: pip install"), result.output
+        assert len(lines) == 1 and lines[0] == f"error: {trt_util.tensorrt_missing('', trt_util.nvidia_gpu_found())}"
         assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
         assert not out.exists()
 
 
-def test_export_to_trt_flag_errors_come_before_tensorrt(tiny_onnx, tmp_path):
-    cases = [(["--batch", "1:8"], "--batch must be one value or MIN:OPT:MAX"),
-             (["--min-shape", "1x3x64x64"], "go together"),
-             (["--int8"], "--int8 needs a quantized model"),
-             (["--calib", str(tmp_path)], "--calib is used with --int8"),
-             (["--workspace", "0"], "--workspace must be a positive"),
-             (["--out", str(tmp_path / "m.onnx")], "not ONNX"),
-             (["--weights", "w.pth"], "either --model model.onnx or --config/--weights")]
-    for extra, message in cases:
-        args = ["export", "--to", "trt", "--model", str(tiny_onnx)]
-        if "--out" not in extra:
-            args += ["--out", str(tmp_path / "model.engine")]
-        result = runner.invoke(app, args + extra)
-        assert result.exit_code == 2 and message in result.output, (extra, result.output)
+def test_export_to_trt_flag_errors_come_before_tensorrt(tiny_onnx, tmp_path, monkeypatch):
+    """Flag errors that need no file come first, even without TensorRT; those that need the model's
+    metadata (read after the TensorRT check) come before any build, here with FakeTensorRT."""
+    without_model = [(["--workspace", "0"], "--workspace must be a positive"),
+                     (["--out", str(tmp_path / "m.onnx")], "not ONNX"),
+                     (["--weights", "w.pth"], "either --model model.onnx or --config/--weights")]
+    with_model = [(["--batch", "1:8"], "--batch must be one value or MIN:OPT:MAX"),
+                  (["--min-shape", "1x3x64x64"], "go together"),
+                  (["--int8"], "--int8 needs a quantized model"),
+                  (["--calib", str(tmp_path)], "--calib is used with --int8")]
+    for cases, tensorrt in ((without_model, None), (with_model, FakeTensorRT())):
+        monkeypatch.setitem(__import__("sys").modules, "tensorrt", tensorrt)  # None: import tensorrt fails
+        for extra, message in cases:
+            args = ["export", "--to", "trt", "--model", str(tiny_onnx)]
+            if "--out" not in extra:
+                args += ["--out", str(tmp_path / "model.engine")]
+            result = runner.invoke(app, args + extra)
+            assert result.exit_code == 2 and message in result.output, (extra, result.output)
     assert not (tmp_path / "model.engine").exists()
 
 
@@ -677,14 +686,16 @@ def test_one_reader_for_onnx_and_engine_metadata(tiny_onnx, tmp_path):
 
 
 @pytest.mark.skipif(HAVE_TRT, reason="checks the failure on machines without TensorRT")
-def test_bench_on_an_engine_without_weights_reaches_the_tensorrt_check(tiny_onnx, tmp_path):
+def test_bench_on_an_engine_without_weights_reaches_the_tensorrt_check(tiny_onnx, tmp_path, monkeypatch):
     """`instseg bench --backend trt --model model.engine`: the engine's metadata comes from its sidecar
-    (FLOPs, labels), so the run gets as far as TensorRT instead of reading the engine as ONNX."""
+    (FLOPs, labels), so the run gets as far as the row loading the engine instead of reading it as ONNX.
+    FakeTensorRT passes the parent's early check; the row's own process (spawned) has no TensorRT."""
+    monkeypatch.setitem(__import__("sys").modules, "tensorrt", FakeTensorRT())
     engine = _engine_with_sidecar(tmp_path, tiny_onnx)
     result = runner.invoke(app, ["bench", "--backend", "trt", "--model", str(engine), "--iters", "1",
                                  "--warmup", "0", "--threads", "1"])
     assert result.exit_code != 0
-    assert "TensorRT is not installed" in result.output, result.output
+    assert "benchmark row trt" in result.output and "TensorRT is not installed" in result.output, result.output
     assert "not a readable ONNX model" not in result.output
 
 
@@ -839,7 +850,7 @@ def ort_reference(exported_onnx, d2_dir):
     """ONNX Runtime (CPU) on the standard-op graph: predictions on the golden images and AP."""
     from instseg_deploy.runtime.factory import load_predictor
 
-    predictor = load_predictor("ort", model=exported_onnx["raw"])
+    predictor = load_predictor("ort", model=exported_onnx["raw"], score_thresh=None)  # as the engines: every detection
     return predictor, _ap(predictor, d2_dir)
 
 

@@ -63,7 +63,7 @@ class _RowSession:
         start = time.perf_counter()
         self.predictor = load_predictor(spec.backend, config=spec.config, weights=spec.weights, model=spec.model,
                                         device=spec.device, threads=spec.threads, precision=spec.precision,
-                                        mask_format=spec.mask_format)
+                                        mask_format=spec.mask_format, score_thresh=None)
         self.startup_s = time.perf_counter() - start
         if spec.min_size:
             self.predictor.params = dataclasses.replace(self.predictor.params, min_size=spec.min_size,

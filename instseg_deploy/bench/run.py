@@ -58,6 +58,8 @@ class BenchRequest:
         unknown = set(self.backends) - set(BACKENDS)
         if unknown:
             raise InstsegError(f"unknown backend(s) {sorted(unknown)} (choose from {', '.join(BACKENDS)})")
+        if "triton" in self.backends:  # a server is measured by client concurrency, not in rows (bench.serving)
+            raise InstsegError("--backend triton is benchmarked alone: instseg bench --backend triton --url HOST:PORT")
         if "torch" in self.backends and self.weights is None:
             raise InstsegError("--backend torch needs --weights (and --config for detectron2 checkpoints)")
         if "trt" in self.backends and not any(m.suffix == ".engine" for m in self.models):
@@ -70,6 +72,10 @@ class BenchRequest:
         for m in self.models:
             if not m.is_file():
                 raise InstsegError(f"model file not found: {m}")
+        if "trt" in self.backends:  # here, as `export --to trt` does: not in a row after the export and peaks
+            from instseg_deploy.runtime.trt.util import import_tensorrt
+
+            import_tensorrt()
         if self.device.startswith("cuda"):  # else the GPU peak measurement fails first, with a traceback
             from instseg_deploy.runtime.torch_runner import torch_device
 

@@ -29,6 +29,9 @@ from instseg_deploy.errors import CheckpointError
 # file self-describing (config and class names travel with the weights).
 INSTSEG_KEY = "instseg"
 FORMAT_VERSION = 1
+# The class names' entry: inside our "instseg" block, or at the top level of a detectron2 checkpoint
+# (beside its "model"; detectron2 ignores it) -- how the bundled example model carries its names.
+CLASS_NAMES_KEY = "class_names"
 
 # Keys that are derived from the config, never learned; older checkpoints may carry them.
 _IGNORED_KEYS = ("pixel_mean", "pixel_std")
@@ -204,6 +207,15 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         except CheckpointError as e:
             raise CheckpointError(f"{path}: {e}") from None
     return Checkpoint(state_dict=state, kind=kind, extra=extra)
+
+
+def checkpoint_class_names(checkpoint: Checkpoint) -> tuple[str, ...] | None:
+    """The class names the checkpoint carries, None when it carries none (or not a list of strings)."""
+    holder = checkpoint.extra.get(INSTSEG_KEY, {}) if checkpoint.kind == "instseg" else checkpoint.extra
+    names = holder.get(CLASS_NAMES_KEY) if isinstance(holder, dict) else None
+    if isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names):
+        return tuple(names)
+    return None
 
 
 def load_weights(model: nn.Module, checkpoint: Checkpoint, source: str = "weights") -> None:

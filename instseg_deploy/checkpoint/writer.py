@@ -10,7 +10,7 @@ from torch import nn
 
 from instseg_deploy import __version__
 from instseg_deploy.atomic import atomic_path
-from instseg_deploy.checkpoint.loader import FORMAT_VERSION, INSTSEG_KEY
+from instseg_deploy.checkpoint.loader import CLASS_NAMES_KEY, FORMAT_VERSION, INSTSEG_KEY
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, config_tree: dict[str, Any],
@@ -27,7 +27,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, config_tree: dict
             "format_version": FORMAT_VERSION,
             "instseg_version": __version__,
             "config": config_tree,
-            "class_names": list(class_names),
+            CLASS_NAMES_KEY: list(class_names),
         },
     }
     with atomic_path(path) as tmp:

@@ -11,6 +11,9 @@ from rich.console import Console
 
 from instseg_deploy.cli.common import (
     ConfigOption,
+    ModelNameOption,
+    ProtocolOption,
+    UrlOption,
     WeightsOption,
     check_mask_format_option,
     console,
@@ -29,6 +32,8 @@ Examples:
   instseg bench --backend ort,openvino --model model.onnx --model model.int8.onnx --precision f32,bf16 --threads 2
 
   instseg bench --backend trt --model model.engine --images val2017/ --device cuda --markdown b.md --plot b.png
+
+  instseg bench --backend triton --url 127.0.0.1:8000 --model model.onnx --concurrency 1,4,16 --requests 50
 """
 
 MIN_SIDE = 32  # --size below one cell of the backbone's coarsest (stride-32) level is no benchmark
@@ -46,7 +51,8 @@ def _ints(text: str, what: str, minimum: int = 1) -> tuple[int, ...]:
 
 @user_errors
 def bench(
-    backend: str = typer.Option("torch,ort", "--backend", "-b", help="Comma-separated: torch, ort, openvino, trt."),
+    backend: str = typer.Option("torch,ort", "--backend", "-b", help="Comma-separated: torch, ort, openvino, trt; "
+                                "or triton alone (a running server, --url)."),
     config: Optional[Path] = ConfigOption,
     weights: Optional[Path] = WeightsOption,
     model: list[Path] = typer.Option([], "--model", "-m", help="Exported model(s): .onnx for ort and openvino, .xml "
@@ -77,6 +83,12 @@ def bench(
     plot_path: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG chart.", show_default=False),
     mask_format: str = mask_format_option("rle", "How rows make masks (timed in post p50): rle, cropped, dense "
                                           "(full-image masks) or none."),
+    url: Optional[str] = UrlOption,
+    protocol: str = ProtocolOption,
+    model_name: str = ModelNameOption,
+    concurrency: str = typer.Option("1,4,16", "--concurrency", help="--backend triton: concurrent clients per "
+                                    "level, e.g. 1,4,16."),
+    requests: int = typer.Option(50, "--requests", min=1, help="--backend triton: requests per client and level."),
 ) -> None:
     """Measure end-to-end and model-only latency (mean/p50/p90/p99), images/s, startup, peak memory and the
     share of the machine's measured GFLOP/s each backend reaches."""
@@ -84,6 +96,10 @@ def bench(
     from instseg_deploy.bench.run import BenchRequest, run_bench
     from instseg_deploy.processing.sizes import parse_hw
 
+    if backend.strip() == "triton":
+        _bench_server(url, protocol, model_name, _ints(concurrency, "--concurrency"), requests, images, model,
+                      threads, json_path, markdown_path)
+        return
     request = BenchRequest(
         backends=tuple(b.strip() for b in backend.split(",") if b.strip()), config=config, weights=weights,
         models=tuple(model), images=images, size=parse_hw(size, "--size", minimum=MIN_SIDE) if size else None,
@@ -96,6 +112,34 @@ def bench(
         result = run_bench(request, on_message=status.update)
     Console(width=max(Console().width, 150)).print(rich_table(result))
     write_outputs(result, json_path, markdown_path, plot_path)
+
+
+def _bench_server(url, protocol, model_name, concurrencies, requests, images, models, threads, json_path,
+                  markdown_path) -> None:
+    """--backend triton: latency and throughput of a running server per client concurrency, beside the
+    same model in this process (--model) on the same images."""
+    import json
+
+    from instseg_deploy.bench.serving import ServerBenchRequest, markdown_table, run_server_bench
+
+    if url is None:
+        raise InstsegError("--backend triton needs --url HOST:PORT of the server")
+    if len(models) > 1:
+        raise InstsegError("--backend triton compares with one in-process --model (the file the server serves)")
+    thread_count = _ints(threads, "--threads", minimum=0)[0]
+    request = ServerBenchRequest(url=url, protocol=protocol, model_name=model_name, concurrencies=concurrencies,
+                                 requests=requests, images=images, compare_model=models[0] if models else None,
+                                 threads=thread_count)
+    with console.status("measuring") as status:
+        result = run_server_bench(request, on_message=status.update)
+    table = markdown_table(([result.in_process] if result.in_process else []) + result.levels)
+    typer.echo(table)
+    if result.overhead() is not None:
+        typer.echo(f"serving overhead at 1 client: {100 * result.overhead():+.1f}% p50 latency over in-process")
+    if json_path:
+        json_path.write_text(json.dumps({"rows": result.rows(), "overhead": result.overhead()}, indent=2) + "\n")
+    if markdown_path:
+        markdown_path.write_text(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from typer.core import TyperCommand, TyperGroup
 
 from instseg_deploy.errors import InstsegError
 
@@ -27,6 +28,36 @@ def configure_logging() -> None:
         root.addHandler(RichHandler(console=console, show_time=False, show_path=False, markup=False))
         root.setLevel(logging.WARNING)
 
+
+class _PlainFlags:
+    """Flags (``--x``, ``--x/--no-x``, ``--help``) listed without a type tag: typer 0.2x prints ``<bool>``
+    beside each, as if it took a value."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""  # typer shows a metavar, when set, in place of the type
+        return params
+
+
+class PlainFlagsCommand(_PlainFlags, TyperCommand):
+    pass
+
+
+class PlainFlagsGroup(_PlainFlags, TyperGroup):
+    pass
+
+
+def use_plain_flags(app: typer.Typer) -> None:
+    """Every command and group of ``app`` (sub-apps too) shows its flags as plain flags."""
+    app.info.cls = PlainFlagsGroup
+    for command in app.registered_commands:
+        command.cls = PlainFlagsCommand
+    for group in app.registered_groups:
+        use_plain_flags(group.typer_instance)
+
+
 ConfigOption = typer.Option(None, "--config", "-c", "--config-file", show_default=False,
                             help="detectron2 config YAML (full dump or model-zoo file with _BASE_).")
 WeightsOption = typer.Option(None, "--weights", "-w", help="Checkpoint: detectron2 .pkl/.pth or an instseg .pth.",
@@ -34,7 +65,13 @@ WeightsOption = typer.Option(None, "--weights", "-w", help="Checkpoint: detectro
 
 
 BackendOption = typer.Option("torch", "--backend", "-b", help="torch (config + weights), ort (exported .onnx), "
-                             "openvino (.onnx or OpenVINO IR .xml) or trt (.engine from export --to trt).")
+                             "openvino (.onnx or OpenVINO IR .xml), trt (.engine from export --to trt) or triton "
+                             "(a running Triton server: --url).")
+# --backend triton: the server to ask (instseg serve, or production Triton with an `export --to triton` repository)
+UrlOption = typer.Option(None, "--url", help="--backend triton: HOST:PORT of the server (its HTTP port, or gRPC with "
+                         "--protocol grpc).", show_default=False)
+ProtocolOption = typer.Option("http", "--protocol", help="--backend triton: http or grpc.")
+ModelNameOption = typer.Option("instseg", "--model-name", help="--backend triton: the served model's name.")
 ModelOption = typer.Option(None, "--model", "-m", help="Exported model: .onnx for ort, .onnx or .xml for openvino, "
                            ".engine for trt.", show_default=False)
 ProvidersOption = typer.Option("cpu", "--providers", help="ONNX Runtime providers in priority order: cpu, cuda, trt.")
@@ -94,7 +131,9 @@ def annotations_option(help: str = "COCO instances JSON (ground truth)."):
 
 
 def coco_root_option(help: str = "COCO 2017 layout: val2017/ + annotations/."):
-    return typer.Option(None, "--coco-root", help=help, show_default=False)
+    return typer.Option(None, "--coco-root", help=f"{help} Default, without --images/--annotations: "
+                        "$DETECTRON2_DATASETS/coco when that is set (where detectron2 finds COCO).",
+                        show_default=False)
 
 
 def providers_list(providers: str) -> tuple[str, ...]:

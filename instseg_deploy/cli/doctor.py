@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -26,6 +27,8 @@ Examples:
 ORT_GPU_INSTALL = "pip uninstall -y onnxruntime && pip install onnxruntime-gpu"
 TORCH_CUDA_INSTALL = "install a CUDA build of torch that matches the driver (the CPU-only wheel cannot use a GPU)"
 GPU_FIX = "run on a machine with an NVIDIA GPU and its driver (nvidia-smi must list it)"
+# On a machine without one, no GPU package can help: the rows say so and suggest nothing to install.
+NO_NVIDIA_GPU = "needs an NVIDIA GPU; none was found"
 
 
 @dataclass
@@ -44,6 +47,7 @@ class Environment:
     openvino_version: Optional[str] = None
     openvino_capabilities: list[str] = field(default_factory=list)  # the CPU plugin's, e.g. BF16, FP32, INT8
     openvino_problem: Optional[str] = None  # why `import openvino` failed
+    nvidia_gpu: bool = True  # an NVIDIA GPU is present (runtime.trt.util.nvidia_gpu_found), usable or not
 
 
 @dataclass
@@ -55,8 +59,11 @@ class BackendStatus:
     notes: list[str] = field(default_factory=list)
 
 
-def probe_environment() -> Environment:
+def probe_environment(gpu_probe: Optional[Callable[[], bool]] = None) -> Environment:
+    """This machine's facts; ``gpu_probe`` says whether an NVIDIA GPU is present (default:
+    runtime.trt.util.nvidia_gpu_found)."""
     from instseg_deploy.runtime.trt.plugin_library import describe_plugin_library
+    from instseg_deploy.runtime.trt.util import nvidia_gpu_found
 
     torch_version = torch_cuda = None
     gpus: list[str] = []
@@ -82,7 +89,7 @@ def probe_environment() -> Environment:
         trt_problem = "TensorRT is not installed" if e.name == "tensorrt" else f"TensorRT does not import ({e})"
     plugin_path, plugin_problem = describe_plugin_library()
     env = Environment(torch_version, torch_cuda, gpus, ort_version, providers, trt_version, trt_problem,
-                      plugin_path, plugin_problem)
+                      plugin_path, plugin_problem, nvidia_gpu=(gpu_probe or nvidia_gpu_found)())
     try:
         from instseg_deploy.runtime.openvino import cpu_capabilities, error_line, import_openvino, openvino_version
 
@@ -116,6 +123,7 @@ def backend_statuses(env: Environment) -> list[BackendStatus]:
     else:
         rows.append(BackendStatus("torch", True, f"torch {env.torch_version} on the CPU"))
         rows.append(BackendStatus("torch-cuda", True, f"torch on {env.gpus[0]}") if env.gpus else
+                    BackendStatus("torch-cuda", False, f"torch on a GPU {NO_NVIDIA_GPU}") if not env.nvidia_gpu else
                     BackendStatus("torch-cuda", False, _no_gpu(env), _gpu_fix(env)))
     if env.ort_version is None:
         rows.append(BackendStatus("ort", False, "onnxruntime is not installed", "pip install onnxruntime"))
@@ -124,7 +132,9 @@ def backend_statuses(env: Environment) -> list[BackendStatus]:
                                   f"onnxruntime {env.ort_version}, CPUExecutionProvider"))
         for key, provider, extra in (("ort-cuda", "CUDAExecutionProvider", None),
                                      ("ort-trt", "TensorrtExecutionProvider", "trt")):
-            if provider not in env.ort_providers:
+            if not env.nvidia_gpu:
+                rows.append(BackendStatus(key, False, f"{provider} {NO_NVIDIA_GPU}"))
+            elif provider not in env.ort_providers:
                 rows.append(BackendStatus(key, False, f"onnxruntime {env.ort_version} has no {provider} "
                                                       f"(available: {', '.join(env.ort_providers)})", ORT_GPU_INSTALL))
             elif not env.gpus:
@@ -144,7 +154,9 @@ def backend_statuses(env: Environment) -> list[BackendStatus]:
         if "BF16" not in compute:
             status.notes.append("no native BF16 on this CPU: --precision bf16 and auto run f32")
         rows.append(status)
-    if env.trt_version is None:
+    if not env.nvidia_gpu:
+        rows.append(BackendStatus("trt", False, f"TensorRT {NO_NVIDIA_GPU}"))
+    elif env.trt_version is None:
         rows.append(BackendStatus("trt", False, env.trt_problem or "TensorRT is not installed", TRT_INSTALL))
     elif not env.gpus:
         rows.append(BackendStatus("trt", False, f"TensorRT {env.trt_version} is installed but {_no_gpu(env)}",
@@ -157,6 +169,9 @@ def backend_statuses(env: Environment) -> list[BackendStatus]:
         rows.append(status)
     if env.plugin_library is not None:
         rows.append(BackendStatus("trt-plugin", True, f"plugin library {env.plugin_problem}"))
+    elif not env.nvidia_gpu:
+        rows.append(BackendStatus("trt-plugin", False, "plugin library libinstseg_plugins.so not built; it "
+                                  f"serves TensorRT engines, and TensorRT {NO_NVIDIA_GPU}"))
     else:
         from instseg_deploy.runtime.trt.plugin_library import BUILD_COMMAND
 
@@ -170,7 +185,8 @@ def doctor(require: Optional[str] = typer.Option(None, "--require", help="Comma-
                                                  "usable (torch, torch-cuda, ort, ort-cuda, ort-trt, trt, trt-plugin); "
                                                  "exit status 1 otherwise.", show_default=False)) -> None:
     """Which backends are usable here; for each that is not, the reason and the install or build command."""
-    rows = backend_statuses(probe_environment())
+    env = probe_environment()
+    rows = backend_statuses(env)
     by_key = {row.key: row for row in rows}
     wanted = [k.strip() for k in (require or "").split(",") if k.strip()]
     unknown = [k for k in wanted if k not in by_key]
@@ -185,6 +201,10 @@ def doctor(require: Optional[str] = typer.Option(None, "--require", help="Comma-
         text += f"\n[bold]fix:[/] {escape(row.fix)}" if row.fix else ""
         table.add_row(row.key, "[green]yes[/]" if row.usable else "[red]no[/]", text)
     Console(soft_wrap=False).print(table)
+    if not env.nvidia_gpu:
+        Console(soft_wrap=False).print("No NVIDIA GPU on this machine (no /dev/nvidia*, no nvidia-smi, no CUDA "
+                                       "device): the GPU backends need one, so nothing is suggested for them; "
+                                       "the CPU backends are what it can run.", highlight=False, markup=False)
     missing = [k for k in wanted if not by_key[k].usable]
     if missing:
         Console(stderr=True).print(f"[bold red]error:[/] not usable here: {', '.join(missing)}", highlight=False)

@@ -15,10 +15,13 @@ from instseg_deploy.cli.common import (
     BackendOption,
     ConfigOption,
     HintOption,
+    ModelNameOption,
     ModelOption,
     PrecisionOption,
+    ProtocolOption,
     ProvidersOption,
     ThreadsOption,
+    UrlOption,
     WeightsOption,
     annotations_option,
     check_mask_format_option,
@@ -41,6 +44,9 @@ Examples:
   instseg eval --config config.yaml --weights model_final.pth --coco-root datasets/coco --out eval_torch/
 
   instseg eval --backend ort --model model.onnx --images shapes/val/images --annotations shapes/val/annotations.json
+
+  instseg eval --backend triton --url 127.0.0.1:8000 --images shapes/val/images \\
+      --annotations shapes/val/annotations.json
 
   instseg eval --backend openvino --model model.xml --precision bf16 --images shapes/val/images \\
       --annotations shapes/val/annotations.json
@@ -92,6 +98,9 @@ def evaluate(
     weights: Optional[Path] = WeightsOption,
     backend: str = BackendOption,
     model: Optional[Path] = ModelOption,
+    url: Optional[str] = UrlOption,
+    protocol: str = ProtocolOption,
+    model_name: str = ModelNameOption,
     providers: str = ProvidersOption,
     threads: int = ThreadsOption,
     precision: str = PrecisionOption,
@@ -135,6 +144,7 @@ def evaluate(
 
     images, annotations = dataset_paths(images, annotations, coco_root)
     _evaluate_backend(_BackendRun(backend=backend, config=config, weights=weights, model=model,
+                                  server=(url, protocol, model_name),
                                   providers=providers_list(providers), threads=threads, precision=precision,
                                   hint=hint, device=device, images=images,
                                   annotations=annotations, limit=limit, evaluator=evaluator, out=out,
@@ -159,6 +169,7 @@ class _BackendRun:
     config: Optional[Path]
     weights: Optional[Path]
     model: Optional[Path]
+    server: tuple[Optional[str], str, str]  # --backend triton: url, protocol, model name
     providers: tuple[str, ...]
     threads: int
     precision: str
@@ -189,7 +200,8 @@ def _evaluate_backend(run: _BackendRun) -> None:
     predictor = load_predictor(run.backend, config=run.config, weights=run.weights, model=run.model,
                                device=run.device, providers=run.providers, threads=run.threads,
                                precision=run.precision, hint=run.hint, score_thresh=run.score_thresh,
-                               mask_format=run.mask_format, overrides=run.overrides)
+                               mask_format=run.mask_format, overrides=run.overrides, url=run.server[0],
+                               protocol=run.server[1], model_name=run.server[2])
     label = f"eval {run.backend}" + (f" (rank {rank}/{world_size})" if world_size > 1 else "")
     with image_progress(label, len(shard(records, rank, world_size))) as on_image:
         scored = dataset_ap(predictor, dataset, records, evaluator=run.evaluator, rank=rank, world_size=world_size,

@@ -28,6 +28,8 @@ Examples:
   instseg export --to onnx -c output/config.yaml -w output/model_final.pth --out fixed.onnx \\
       --batch 1 --size 1344x1344 --masks pasted
 
+  instseg export --to onnx -c config.yaml -w model_final.pkl --out model.onnx --class-names cat,dog,bird
+
   instseg export --to openvino --model model.onnx --out model.xml     (OpenVINO IR: model.xml + model.bin)
 
   instseg export --to openvino -c config.yaml -w model_final.pth --out ir/model.xml
@@ -40,19 +42,24 @@ Examples:
   instseg export --to trt --model model_int8.onnx --out model_int8.engine --fp16   (Q/DQ model from instseg quantize)
 
   instseg export --to trt --model model.onnx --out model_int8.engine --int8 --calib datasets/coco/train2017
+
+  instseg export --to triton --model model.onnx --out model_repository   (python flavour: bundled server, CPU)
+
+  instseg export --to triton --model model.engine --out repo --flavour native --max-batch 8 --instances 2
 """
 
 
 @user_errors
 def export(
-    to: str = typer.Option("onnx", "--to", help="Target format: onnx, openvino (IR .xml + .bin), or trt (a TensorRT "
-                           "engine + .json sidecar)."),
+    to: str = typer.Option("onnx", "--to", help="Target format: onnx, openvino (IR .xml + .bin), trt (a TensorRT "
+                           "engine + .json sidecar), or triton (a Triton model repository for an exported --model)."),
     config: Optional[Path] = ConfigOption,
     weights: Optional[Path] = WeightsOption,
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="--to openvino/trt: convert this exported .onnx "
-                                         "instead of --config/--weights.", show_default=False),
+                                         "instead of --config/--weights; --to triton: the exported .onnx, .xml or "
+                                         ".engine to serve.", show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="Output file (.onnx; .xml for --to openvino; .engine for "
-                             "--to trt).",
+                             "--to trt); a folder for --to triton.",
                              show_default=False),
     opset: int = typer.Option(17, "--opset", help="ONNX opset (>= 16 for half-pixel RoiAlign)."),
     batch: str = typer.Option("dynamic", "--batch", help="'dynamic' or a fixed batch size; --to trt also MIN:OPT:MAX "
@@ -84,9 +91,23 @@ def export(
                                                 "present and updated (faster rebuilds).", show_default=False),
     plugin_lib: Optional[Path] = typer.Option(None, "--plugin-lib", help="--to trt: libinstseg_plugins.so (default: "
                                               "$INSTSEG_PLUGIN_LIB, then plugins/build/).", show_default=False),
+    class_names: Optional[str] = typer.Option(None, "--class-names", help="Names stored in the exported file, over "
+                                              "the checkpoint's: comma-separated or a file with one per line.",
+                                              show_default=False),
+    flavour: str = typer.Option("python", "--flavour", help="--to triton: python (the whole predictor in one "
+                                "Python-backend model: what `instseg serve` runs) or native (the network as an "
+                                "onnxruntime/tensorrt_plan/openvino model, pre/post-processing around it via BLS)."),
+    name: str = typer.Option("instseg", "--name", help="--to triton: the served model's name."),
+    max_batch: int = typer.Option(4, "--max-batch", help="--to triton: most requests one model call batches."),
+    instances: int = typer.Option(1, "--instances", help="--to triton: model instances."),
+    max_queue_delay_us: int = typer.Option(2000, "--max-queue-delay-us", help="--to triton: how long a request may "
+                                           "wait for others to batch with."),
+    gpu: bool = typer.Option(False, "--gpu", help="--to triton: instances on the GPU (KIND_GPU; default for an "
+                             ".engine)."),
     opts: Optional[list[str]] = overrides_argument(),
 ) -> None:
-    """Export the whole detector (backbone, RPN with NMS, ROI heads, masks) to ONNX."""
+    """Export the whole detector (backbone, RPN with NMS, ROI heads, masks) to ONNX, OpenVINO IR, a TensorRT
+    engine, or a Triton model repository."""
     from instseg_deploy.export.onnx_export import export_onnx, parse_batch, parse_size
     from instseg_deploy.runtime.torch_model import load_model
 
@@ -94,6 +115,18 @@ def export(
     if overrides and model is not None:
         raise InstsegError("config overrides apply to an export from --config/--weights, not to --model (its "
                            "config is baked in)")
+    names = _class_names_option(class_names, to, model)
+    if to == "triton":
+        from instseg_deploy.serving.triton.repository import RepositoryRequest, write_repository
+
+        if model is None:
+            raise InstsegError("--to triton serves an exported --model (.onnx, .xml or .engine): export it first")
+        repository = write_repository(RepositoryRequest(model, out, name=name, flavour=flavour, max_batch=max_batch,
+                                                        instances=instances, max_queue_delay_us=max_queue_delay_us,
+                                                        kind="KIND_GPU" if gpu else None))
+        Console().print(f"wrote Triton model repository {repository}/ ({flavour} flavour, model {name}; see its "
+                        "README.md)")
+        return
     if to == "trt":
         from instseg_deploy.cli.export_trt import export_trt
         from instseg_deploy.export.trt.engine_export import TrtExportRequest
@@ -105,7 +138,7 @@ def export(
             roi_align=roi_align or "plugin", overrides=tuple(overrides)))
         return
     if to not in ("onnx", "openvino"):
-        raise InstsegError(f"--to {to!r} is not supported (available: onnx, openvino, trt)")
+        raise InstsegError(f"--to {to!r} is not supported (available: onnx, openvino, trt, triton)")
     trt_only = {"--fp16": fp16, "--int8": int8, "--calib": calib, "--min-shape": min_shape,
                 "--opt-shape": opt_shape, "--max-shape": max_shape, "--workspace": workspace,
                 "--timing-cache": timing_cache, "--plugin-lib": plugin_lib}
@@ -114,11 +147,11 @@ def export(
         raise InstsegError(f"{', '.join(given)} only apply to --to trt")
     if to == "openvino":
         _export_openvino(out, model, config, weights, opset=opset, batch=batch, size=size, masks=masks,
-                         simplify=simplify, roi_align=roi_align, overrides=overrides)
+                         simplify=simplify, roi_align=roi_align, overrides=overrides, class_names=names)
         return
     if model is not None:
         raise InstsegError("--model only applies to --to openvino and --to trt (--to onnx exports --weights)")
-    net, cfg = load_model(config, weights, overrides=overrides)
+    net, cfg = load_model(config, weights, overrides=overrides, class_names=names)
     with console.status("tracing and exporting"):
         report = export_onnx(net, cfg, out, opset=opset, batch=parse_batch(batch), size=parse_size(size),
                              masks=masks, simplify=simplify, roi_align=roi_align or "onnx")
@@ -127,9 +160,22 @@ def export(
     Console().print(f"wrote {report.path} ({report.size_bytes / 2**20:.1f} MiB, opset {report.opset}{simplified})")
 
 
+def _class_names_option(spec: Optional[str], to: str, model: Optional[Path]) -> Optional[tuple[str, ...]]:
+    """--class-names read (counted against the model once it is loaded); only where a model is exported."""
+    if spec is None:
+        return None
+    if to in ("trt", "triton") or model is not None:
+        raise InstsegError("--class-names names the classes of an export from --config/--weights (--to onnx or "
+                           "openvino); an exported --model keeps its names: export the ONNX with --class-names "
+                           "first")
+    from instseg_deploy.class_names import read_class_names
+
+    return read_class_names(spec)
+
+
 def _export_openvino(out: Path, model: Optional[Path], config: Optional[Path], weights: Optional[Path], *,
                      opset: int, batch: str, size: str, masks: str, simplify: bool, roi_align: Optional[str],
-                     overrides: list[str]) -> None:
+                     overrides: list[str], class_names: Optional[tuple[str, ...]] = None) -> None:
     """IR from ``model`` (an .onnx), or from --config/--weights through a temporary ONNX export."""
     import tempfile
 
@@ -143,7 +189,7 @@ def _export_openvino(out: Path, model: Optional[Path], config: Optional[Path], w
         raise InstsegError("--roi-align plugin is TensorRT's; OpenVINO runs the standard-ops graph (--roi-align onnx)")
     with tempfile.TemporaryDirectory(prefix="instseg-ov-") as tmp:
         if model is None:
-            net, cfg = load_model(config, weights, overrides=overrides)
+            net, cfg = load_model(config, weights, overrides=overrides, class_names=class_names)
             with console.status("tracing and exporting to ONNX"):
                 model = export_onnx(net, cfg, Path(tmp) / "model.onnx", opset=opset, batch=parse_batch(batch),
                                     size=parse_size(size), masks=masks, simplify=simplify, roi_align="onnx").path

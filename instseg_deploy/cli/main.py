@@ -7,8 +7,8 @@ import sys
 import typer
 
 from instseg_deploy import __version__
-from instseg_deploy.cli import bench, data, demo, doctor, evaluate, export, info, predict, quantize, train
-from instseg_deploy.cli.common import configure_logging
+from instseg_deploy.cli import bench, data, demo, doctor, evaluate, export, info, predict, quantize, serve, train
+from instseg_deploy.cli.common import configure_logging, use_plain_flags
 
 EXAMPLES = """
 Examples:
@@ -22,6 +22,8 @@ Examples:
   instseg export --to onnx -c config.yaml -w model_final.pth --out model.onnx
 
   instseg bench --backend torch,ort,openvino -c config.yaml -w model_final.pth --size 800x1333
+
+  instseg serve --model model.onnx        # then: instseg eval --backend triton --url 127.0.0.1:8000 ...
 """
 
 app = typer.Typer(
@@ -48,8 +50,9 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     configure_logging()
 
 
-for module in (demo, info, predict, evaluate, train, export, quantize, bench, data, doctor):
+for module in (demo, info, predict, evaluate, train, export, quantize, bench, serve, data, doctor):
     module.register(app)
+use_plain_flags(app)
 
 
 def main() -> None:

@@ -161,7 +161,8 @@ def quantize(
                                  "(backbone, FPN, RPN head, box head, mask head) alone; writes no model."),
     images: Optional[Path] = typer.Option(None, "--images", help="Folder of calibration images.", show_default=False),
     coco_root: Optional[Path] = typer.Option(None, "--coco-root", help="Calibrate on COCO 2017's train2017/ "
-                                             "(val2017/ when train2017/ is absent).", show_default=False),
+                                             "(val2017/ when train2017/ is absent). Default, without --images: "
+                                             "$DETECTRON2_DATASETS/coco when that is set.", show_default=False),
     num_images: int = typer.Option(DEFAULT_NUM_IMAGES, "--num-images", "-n", min=1,
                                    help="Calibrate on this many images (a fixed random subset)."),
     method: str = typer.Option("minmax", "--method", help="Activation ranges: minmax, entropy or percentile."),
@@ -188,6 +189,7 @@ def quantize(
 ) -> None:
     """INT8 post-training quantization (QDQ, TensorRT-compatible) or FP16 conversion of an exported model."""
     from instseg_deploy.data.calibration import calibration_images
+    from instseg_deploy.data.coco import resolve_coco_root
     from instseg_deploy.quantize.qdq import QuantizeSettings
 
     if sum((calib, fp16, analyze)) > 1:
@@ -207,6 +209,9 @@ def quantize(
     settings = QuantizeSettings(method=method, per_channel=per_channel, exclude=patterns,
                                 keep_sensitive=default_exclusions, activations=activations, percentile=percentile)
     settings.check()
+    # --annotations here belong to --analyze's evaluation, not to the calibration set: only --images
+    # keeps $DETECTRON2_DATASETS out
+    coco_root = resolve_coco_root(images, None, coco_root)
     paths = calibration_images(images, coco_root, num_images)
     if analyze:
         if eval_images is None:

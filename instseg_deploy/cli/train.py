@@ -68,13 +68,16 @@ class _ProgressReporter:
 
 def _datasets(*, images: Optional[Path], annotations: Optional[Path], coco_root: Optional[Path],
               val_images: Optional[Path], val_annotations: Optional[Path]):
-    """(train set, val set or None) from the command-line options; with --coco-root its val2017 is the
-    validation set unless --val-images/--val-annotations say otherwise."""
-    from instseg_deploy.data.coco import coco_root_paths, dataset_paths, load_coco_dataset
+    """(train set, val set or None) from the command-line options; with --coco-root (or $DETECTRON2_DATASETS
+    standing in for it) its val2017 is the validation set unless --val-images/--val-annotations say otherwise."""
+    from instseg_deploy.data.coco import coco_root_paths, dataset_paths, load_coco_dataset, resolve_coco_root
 
+    # the root dataset_paths takes the training set from (before images/annotations are filled in), so that
+    # $DETECTRON2_DATASETS gives the validation split too
+    root = resolve_coco_root(images, annotations, coco_root)
     images, annotations = dataset_paths(images, annotations, coco_root, "train2017", what="a training set")
-    if coco_root is not None and val_images is None and val_annotations is None:
-        val_dir, val_ann = coco_root_paths(coco_root, "val2017")
+    if root is not None and val_images is None and val_annotations is None:
+        val_dir, val_ann = coco_root_paths(root, "val2017")
         if val_ann.is_file():
             val_images, val_annotations = val_dir, val_ann
     if (val_images is None) != (val_annotations is None):
@@ -102,8 +105,8 @@ def train(
     eval_period: Optional[int] = typer.Option(None, "--eval-period", min=0, help="Evaluate on the validation set "
                                               "every N iterations and at the end (0: never; default TEST.EVAL_PERIOD).",
                                               show_default=False),
-    val_images: Optional[Path] = typer.Option(None, "--val-images", help="Validation images (with --coco-root: "
-                                              "val2017).", show_default=False),
+    val_images: Optional[Path] = typer.Option(None, "--val-images", help="Validation images (with --coco-root "
+                                              "or $DETECTRON2_DATASETS: val2017).", show_default=False),
     val_annotations: Optional[Path] = typer.Option(None, "--val-annotations", help="Validation COCO JSON.",
                                                    show_default=False),
     init: Optional[str] = typer.Option(None, "--init", help="Start from these weights: a detectron2/instseg "

@@ -73,17 +73,43 @@ def coco_root_paths(root: str | os.PathLike, split: str = "val2017") -> tuple[Pa
     return root / split, root / "annotations" / f"instances_{split}.json"
 
 
+# detectron2's root of its builtin datasets (COCO at $DETECTRON2_DATASETS/coco); unlike detectron2 we do not
+# default it to ./datasets, so that a stray folder is never evaluated unasked.
+DATASETS_ENV = "DETECTRON2_DATASETS"
+
+
+def resolve_coco_root(images: str | os.PathLike | None, annotations: str | os.PathLike | None,
+                      coco_root: str | os.PathLike | None) -> Path | None:
+    """The COCO root a command uses: ``coco_root``, else $DETECTRON2_DATASETS/coco when neither
+    ``images`` nor ``annotations`` is given and that variable is set; None for --images/--annotations."""
+    if coco_root is not None:
+        return Path(coco_root)
+    datasets = os.environ.get(DATASETS_ENV)
+    if images is None and annotations is None and datasets:
+        return Path(os.path.expanduser(datasets)) / "coco"
+    return None
+
+
 def dataset_paths(images: str | os.PathLike | None, annotations: str | os.PathLike | None,
                   coco_root: str | os.PathLike | None, split: str = "val2017",
                   what: str = "a dataset") -> tuple[Path, Path]:
     """(images dir, annotations file) from either ``images`` with ``annotations`` or a COCO 2017
-    ``coco_root`` (its ``split``): the --images/--annotations/--coco-root choice of every command."""
+    ``coco_root`` (its ``split``; see :func:`resolve_coco_root` for $DETECTRON2_DATASETS): the
+    --images/--annotations/--coco-root choice of every command."""
     if coco_root is not None:
         if images is not None or annotations is not None:
             raise DatasetError("give either --coco-root or --images with --annotations, not both")
         return coco_root_paths(coco_root, split)
+    root = resolve_coco_root(images, annotations, None)
+    if root is not None:
+        images_dir, annotations_file = coco_root_paths(root, split)
+        if not annotations_file.is_file():
+            raise DatasetError(f"no --images/--annotations or --coco-root given, and ${DATASETS_ENV} has no COCO "
+                               f"{split} annotations at {annotations_file}")
+        return images_dir, annotations_file
     if images is None or annotations is None:
-        raise DatasetError(f"{what} is needed: --images DIR --annotations FILE, or --coco-root DIR")
+        raise DatasetError(f"{what} is needed: --images DIR --annotations FILE, or --coco-root DIR (or "
+                           f"${DATASETS_ENV} with coco/ under it)")
     return Path(images), Path(annotations)
 
 

@@ -68,7 +68,7 @@ def _predict_images(model: Path, paths: list[Path], on_image: Callable[[], None]
     from instseg_deploy.image_io import read_image
     from instseg_deploy.runtime.factory import load_predictor
 
-    predictor = load_predictor("ort", model=model)
+    predictor = load_predictor("ort", model=model, score_thresh=None)  # every detection, as FP32 makes them
     out = []
     for path in paths:
         out.append(predictor(read_image(path)[0]))
@@ -84,7 +84,7 @@ def _coco_ap(model: Path, dataset, on_image: Callable[[], None] | None) -> dict:
     from instseg_deploy.runtime.factory import load_predictor
 
     try:
-        scored = dataset_ap(load_predictor("ort", model=model), dataset, on_image=on_image)
+        scored = dataset_ap(load_predictor("ort", model=model, score_thresh=None), dataset, on_image=on_image)
     except NoDetectionsError:
         return {f"{t} AP": 0.0 for t in IOU_TYPES}
     return {f"{t} AP": ap for t, ap in scored.ap().items()}

@@ -8,18 +8,23 @@ from collections.abc import Sequence
 from instseg_deploy.errors import InstsegError
 from instseg_deploy.processing.masks import check_mask_format
 from instseg_deploy.processing.preprocess import PreprocessParams
-from instseg_deploy.runtime.predictor import Predictor, check_channel_order
+from instseg_deploy.runtime.predictor import DEFAULT_SCORE_THRESH, Predictor, check_channel_order, checked_score_thresh
 
-BACKENDS = ("torch", "ort", "openvino", "trt")
+BACKENDS = ("torch", "ort", "openvino", "trt", "triton")
 
 
 def load_predictor(backend: str = "torch", config: str | os.PathLike | None = None,
                    weights: str | os.PathLike | None = None, model: str | os.PathLike | None = None,
-                   score_thresh: float | None = None, device: str = "cpu", providers: tuple[str, ...] = ("cpu",),
-                   threads: int = 0, optimization: str = "all", precision: str = "auto",
-                   hint: str = "latency", mask_format: str = "dense", overrides: Sequence[str] = (),
-                   channel_order: str = "BGR") -> Predictor:
-    """A ready predictor. ``score_thresh``: keep detections scoring at least this (None: the model's own).
+                   score_thresh: float | None = DEFAULT_SCORE_THRESH, device: str = "cpu",
+                   providers: tuple[str, ...] = ("cpu",), threads: int = 0, optimization: str = "all",
+                   precision: str = "auto", hint: str = "latency", mask_format: str = "dense",
+                   overrides: Sequence[str] = (), channel_order: str = "BGR", url: str | None = None,
+                   protocol: str = "http", model_name: str = "instseg") -> Predictor:
+    """A ready predictor. ``score_thresh``: keep detections scoring at least this; the default,
+    DEFAULT_SCORE_THRESH, is also ``instseg predict``'s. None: the model's own threshold
+    (MODEL.ROI_HEADS.SCORE_THRESH_TEST, or the one baked into an exported file), which AP needs: eval,
+    bench and quantize pass None. Below an exported file's baked threshold is an error, except for the
+    default, which then gives the file's own.
     ``mask_format``: how results hold masks, dense | rle | cropped | none (see :class:`Predictor`).
     ``overrides``: detectron2's ``KEY VALUE ...`` config overrides (torch, and ``config`` fallbacks).
     ``channel_order``: "BGR" (cv2, the default) or "RGB" (PIL, imageio) arrays.
@@ -32,6 +37,8 @@ def load_predictor(backend: str = "torch", config: str | os.PathLike | None = No
     ``threads``: intra-op threads of every backend; 0: for torch the cores other work leaves idle
     (runtime.threads), for ONNX Runtime and OpenVINO their own default.
     trt: ``model`` (an .engine with its sidecar).
+    triton: ``url`` HOST:PORT of a running Triton server (``instseg serve``, or a repository from
+    ``instseg export --to triton``), ``protocol`` http | grpc, ``model_name``; the server runs the model.
     On a CUDA device (torch, trt) masks are pasted, and for torch images resized, on the GPU.
     """
     check_mask_format(mask_format), check_channel_order(channel_order)  # before anything loads
@@ -39,8 +46,17 @@ def load_predictor(backend: str = "torch", config: str | os.PathLike | None = No
         raise InstsegError("config overrides change a model built from its config (--backend torch, or --config "
                            "for an exported file without metadata); an exported model has its config baked in: "
                            "re-export it with the overrides")
-    predictor = _load(backend, config, weights, model, score_thresh, device, providers, threads, optimization,
-                      precision, hint, overrides)
+    if backend == "triton":
+        if url is None:
+            raise InstsegError("--url HOST:PORT of a Triton server is required for --backend triton")
+        if config is not None or weights is not None or model is not None:
+            raise InstsegError("--backend triton uses the model the server serves: drop --config/--weights/--model")
+        from instseg_deploy.runtime.triton.client import ServerAddress, load_triton_predictor
+
+        predictor = load_triton_predictor(ServerAddress(url, protocol, model_name), score_thresh)
+    else:
+        predictor = _load(backend, config, weights, model, score_thresh, device, providers, threads, optimization,
+                          precision, hint, overrides)
     predictor.mask_format, predictor.channel_order = mask_format, channel_order
     return predictor
 
@@ -94,19 +110,16 @@ def exported_model_predictor(runner, model, score_thresh: float | None) -> Predi
     from instseg_deploy.model_file.metadata import preprocess_params
 
     meta = runner.meta
-    if score_thresh is not None and score_thresh < meta["postprocess"]["score_thresh"]:
-        raise InstsegError(f"--score-thresh {score_thresh} is below the threshold baked into {model} "
-                           f"({meta['postprocess']['score_thresh']}); re-export with a lower "
-                           "MODEL.ROI_HEADS.SCORE_THRESH_TEST")
+    score_thresh = checked_score_thresh(meta, score_thresh, model)
     return Predictor(runner, preprocess_params(meta), tuple(meta["class_names"]), score_thresh=score_thresh or 0.0)
 
 
 def _metadata_from_config(config: str | os.PathLike, overrides: Sequence[str] = ()) -> dict:
     """Metadata equivalent for an ONNX file exported elsewhere, taken from its detectron2 config."""
-    from instseg_deploy.class_names import default_class_names
+    from instseg_deploy.class_names import resolve_class_names
     from instseg_deploy.config import load_config
     from instseg_deploy.model_file.metadata import build_metadata
 
     cfg = load_config(config, overrides)
-    cfg.class_names = default_class_names(cfg.model.num_classes)
+    cfg.class_names = resolve_class_names(cfg.model.num_classes)  # no names travel with a config alone
     return build_metadata(cfg, "raw", "dynamic", "dynamic", "onnx", [], [])

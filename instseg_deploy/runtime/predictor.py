@@ -7,11 +7,28 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from instseg_deploy.errors import InstsegError
 from instseg_deploy.processing.masks import check_mask_format
 from instseg_deploy.processing.postprocess import postprocess
 from instseg_deploy.processing.preprocess import Batch, PreprocessParams, preprocess
 from instseg_deploy.runtime.runner import RawDetections, Runner
 from instseg_deploy.structures import Instances
+
+# The score threshold a predictor keeps by default, in the API and `instseg predict` alike: detectron2's
+# demo.py --confidence-threshold. AP needs every detection: evaluation passes None (the model's own).
+DEFAULT_SCORE_THRESH = 0.5
+
+
+def checked_score_thresh(meta: dict, score_thresh: float | None, model) -> float | None:
+    """``score_thresh`` for an exported (or served) ``model`` whose metadata is ``meta``: below the
+    threshold baked into it is an error, except for the default, which then gives the model's own."""
+    if score_thresh is not None and score_thresh < meta["postprocess"]["score_thresh"]:
+        if score_thresh != DEFAULT_SCORE_THRESH:
+            raise InstsegError(f"--score-thresh {score_thresh} is below the threshold baked into {model} "
+                               f"({meta['postprocess']['score_thresh']}); re-export with a lower "
+                               "MODEL.ROI_HEADS.SCORE_THRESH_TEST")
+        return None  # 0.5, the default: a file baked above it keeps its own instead of failing
+    return score_thresh
 
 
 def check_channel_order(channel_order: str) -> str:

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from instseg_deploy.checkpoint import load_weights, read_checkpoint
-from instseg_deploy.checkpoint.loader import INSTSEG_KEY
-from instseg_deploy.class_names import default_class_names
+from instseg_deploy.checkpoint.loader import INSTSEG_KEY, checkpoint_class_names
+from instseg_deploy.class_names import resolve_class_names
 from instseg_deploy.config import InstsegConfig, config_from_tree, load_config
 from instseg_deploy.errors import ConfigError
 from instseg_deploy.modeling import MaskRCNN, build_model
@@ -24,12 +24,14 @@ def _with_score_thresh(cfg: InstsegConfig, score_thresh: float | None) -> Instse
 
 
 def load_model(config: str | os.PathLike | None, weights: str | os.PathLike | None,
-               score_thresh: float | None = None, overrides: Sequence[str] = ()) -> tuple[MaskRCNN, InstsegConfig]:
+               score_thresh: float | None = None, overrides: Sequence[str] = (),
+               class_names: Sequence[str] | None = None) -> tuple[MaskRCNN, InstsegConfig]:
     """Read the checkpoint safely, build the model from the config and load the weights by name.
 
     ``config`` may be None for our own checkpoints, which carry their config. ``overrides``:
     detectron2's ``KEY VALUE ...`` list, applied on top of the config. ``weights`` None: the
-    config's MODEL.WEIGHTS (from the file or an override), as detectron2 does.
+    config's MODEL.WEIGHTS (from the file or an override), as detectron2 does. ``class_names``:
+    the user's names, over those the checkpoint carries (class_names.resolve_class_names).
     """
     cfg = load_config(config, overrides) if config is not None else None
     if weights is None:
@@ -40,9 +42,8 @@ def load_model(config: str | os.PathLike | None, weights: str | os.PathLike | No
         if "config" not in meta:
             raise ConfigError(f"{weights} is a detectron2 checkpoint without a config: pass --config")
         cfg = config_from_tree(meta["config"], source=f"{weights} (embedded)", overrides=overrides)
-    names = meta.get("class_names")
-    cfg.class_names = tuple(names) if names and len(names) == cfg.model.num_classes else \
-        default_class_names(cfg.model.num_classes)
+    cfg.class_names = resolve_class_names(cfg.model.num_classes, given=class_names,
+                                          carried=checkpoint_class_names(ckpt))
     model = build_model(_with_score_thresh(cfg, score_thresh).model)
     load_weights(model, ckpt, source=f"weights {Path(weights).name}")
     return model, cfg

@@ -1,10 +1,10 @@
 """An exported ONNX model (or a checkpoint, exported on the fly) to a TensorRT engine + its sidecar.
 
-Order of work: argument checks, then what the machine must have (TensorRT, a CUDA GPU, the
-plugin library for plugin-flavoured graphs) -- so a machine without TensorRT gets one clear
-error and nothing is written -- then the ONNX export (to a temporary folder), parse, build and
-the atomic writes. Progress goes to an :class:`EngineExportProgress`; `instseg export --to trt`
-draws it, library callers may pass None.
+Order of work: argument checks, TensorRT (so a machine without it gets one clear error, the same as
+`bench --backend trt`, before any model is read and with nothing written), the checks that need the
+model's metadata, what else the machine must have (a CUDA GPU, the plugin library for plugin-flavoured
+graphs), then the ONNX export (to a temporary folder), parse, build and the atomic writes. Progress goes
+to an :class:`EngineExportProgress`; `instseg export --to trt` draws it, library callers may pass None.
 """
 
 from __future__ import annotations
@@ -111,6 +111,7 @@ def _image_range(request: TrtExportRequest, meta: dict[str, Any]) -> ShapeRange:
 def export_trt_engine(request: TrtExportRequest, progress: EngineExportProgress | None = None) -> TrtExportResult:
     """Build ``request.out`` and its sidecar ``request.out``.json; see the module docstring for the order."""
     check_request(request)
+    trt = import_tensorrt()  # before any model is read, as `bench --backend trt` does
     if request.model is not None:
         model_file = read_model_file(request.model)
         meta = model_file.require_metadata(
@@ -122,7 +123,6 @@ def export_trt_engine(request: TrtExportRequest, progress: EngineExportProgress 
         plan = resolve_precision(request.fp16, request.int8, request.calib, qdq_model=False)
         needs_plugin = request.roi_align == "plugin"
 
-    trt = import_tensorrt()
     device = current_device_info(0)
     library = find_plugin_library(request.plugin_lib) if needs_plugin or request.plugin_lib is not None else None
     calib_paths = None

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import logging
+import shutil
 import threading
+from collections.abc import Callable
 
 from instseg_deploy.errors import InstsegError
 
@@ -16,13 +19,33 @@ class TensorRTUnavailable(InstsegError):
     """TensorRT or a CUDA GPU is missing on this machine."""
 
 
-def import_tensorrt():
-    """The ``tensorrt`` module, or one line saying it is missing and how to install it."""
+def nvidia_gpu_found() -> bool:
+    """Whether this machine has an NVIDIA GPU: a /dev/nvidia* device, nvidia-smi, or a CUDA device torch sees
+    (the first two also find a GPU that a CPU-only torch build cannot use)."""
+    if glob.glob("/dev/nvidia*") or shutil.which("nvidia-smi"):
+        return True
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def tensorrt_missing(detail: str = "", gpu_found: bool = True) -> str:
+    """The one message for a machine without TensorRT; ``detail``: why an installed one does not import."""
+    where = "" if gpu_found else ", and this machine has no NVIDIA GPU"
+    return (f"TensorRT is not installed{detail}{where}: TensorRT needs an NVIDIA GPU with CUDA and the TensorRT "
+            f"Python package, {TRT_INSTALL}")
+
+
+def import_tensorrt(gpu_found: Callable[[], bool] = nvidia_gpu_found):
+    """The ``tensorrt`` module, or TensorRTUnavailable with :func:`tensorrt_missing`'s line (`bench --backend
+    trt` and `export --to trt` call it right after their argument checks, before reading any model)."""
     try:
         import tensorrt
     except ImportError as e:
         detail = "" if e.name == "tensorrt" else f" ({e})"  # installed but broken, e.g. missing libnvinfer
-        raise TensorRTUnavailable(f"TensorRT is not installed{detail}: {TRT_INSTALL}") from None
+        raise TensorRTUnavailable(tensorrt_missing(detail, gpu_found())) from None
     return tensorrt
 
 

@@ -1,0 +1,1 @@
+"""Serving exported models: Triton Inference Server repositories and the bundled server."""
