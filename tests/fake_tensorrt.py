@@ -1,4 +1,4 @@
-"""A stand-in for the ``tensorrt`` module that records what our code asks TensorRT 10 for.
+"""A stand-in for the ``tensorrt`` module that records what our code asks TensorRT 10 or 11 for.
 
 It checks *our* calls only (which profiles, flags, caches and calibrator our code hands the
 builder, and how failures are reported); it proves nothing about TensorRT. Instead of a call log
@@ -6,7 +6,9 @@ it keeps the state TensorRT would build from: each ``build_serialized_network`` 
 snapshot of the network and builder config at that moment (``fake.builds``), so tests assert on
 what matters (profile shapes per input, flags, the timing cache) and not on call order. Only the
 names our code uses exist, spelled and shaped like TensorRT 10's Python bindings (checked
-against the bindings' sources).
+against the bindings' sources). The version picks the flavour: an 11.x fake lacks what NVIDIA's
+10.x -> 11.x migration guide lists as removed (:data:`REMOVED_IN_11`), so touching one raises
+AttributeError as the real module would, and its networks are always strongly typed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,13 @@ from instseg_deploy.ops.roi_align_contract import OP_TYPE, PLUGIN_NAMESPACE, PLU
 
 Shapes = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]  # (min, opt, max)
 
+# The weak-typing names our code could reach that TensorRT 11 removed: (where, name).
+REMOVED_IN_11 = (("BuilderFlag", "FP16"), ("BuilderFlag", "BF16"), ("BuilderFlag", "INT8"), ("BuilderFlag", "FP8"),
+                 ("BuilderFlag", "OBEY_PRECISION_CONSTRAINTS"), ("BuilderFlag", "PREFER_PRECISION_CONSTRAINTS"),
+                 ("BuilderFlag", "DIRECT_IO"), ("config", "int8_calibrator"), ("config", "set_calibration_profile"),
+                 ("builder", "platform_has_fast_fp16"), ("builder", "platform_has_fast_int8"),
+                 ("module", "IInt8EntropyCalibrator2"))
+
 
 @dataclass
 class BuildSnapshot:
@@ -36,6 +45,8 @@ class BuildSnapshot:
     calibrator_batch_size: int | None
     timing_cache: bytes | None  # the cache the build starts from (None: no cache set)
     progress_monitor: bool = field(default=False)
+    strongly_typed: bool = False  # the network's typing mode
+    weight_types: frozenset[str] = frozenset()  # TensorProto type names of the parsed ONNX's initializers
 
 
 class FakeRegistry:
@@ -58,19 +69,23 @@ class FakeRegistry:
 
 
 class FakeTensorRT(types.ModuleType):
-    """Records what our code asks TensorRT 10 for. A test of our calls, never of TensorRT.
+    """Records what our code asks TensorRT 10 or 11 for. A test of our calls, never of TensorRT.
 
     Only the names our code uses exist here, with the signatures of TensorRT 10's Python
-    bindings; ``parse_errors`` / ``build_fails`` / ``flags`` / ``timing_cache_fits`` script the
-    failure cases. ``builds``: one :class:`BuildSnapshot` per build; ``plugin_namespaces``: the
-    namespaces ``init_libnvinfer_plugins`` was called with.
+    bindings, less :data:`REMOVED_IN_11` when ``version`` is 11.x; ``parse_errors`` / ``build_fails`` /
+    ``flags`` / ``timing_cache_fits`` script the failure cases. ``builds``: one :class:`BuildSnapshot`
+    per build; ``plugin_namespaces``: the namespaces ``init_libnvinfer_plugins`` was called with.
     """
 
-    def __init__(self, version="10.3.0", parse_errors=(), build_fails=False, flags=("FP16", "INT8"),
+    def __init__(self, version="10.3.0", parse_errors=(), build_fails=False, flags=None,
                  timing_cache_fits=True):
         super().__init__("tensorrt")
         fake = self
         self.__version__ = version
+        weak = int(version.split(".")[0]) < 11  # 10.x: weakly typed, with the precision flags and calibrator
+        if flags is None:
+            flags = ("FP16", "INT8") if weak else ("REFIT",)  # 11.x: none of the precision flags
+        assert weak or not {name for where, name in REMOVED_IN_11 if where == "BuilderFlag"} & set(flags)
         self.builds: list[BuildSnapshot] = []
         self.plugin_namespaces: list[str] = []
         self.network_flags: list[int] = []
@@ -101,16 +116,19 @@ class FakeTensorRT(types.ModuleType):
             def __init__(self):
                 pass
 
-        self.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
+        if weak:
+            self.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
 
         class Tensor:
             def __init__(self, name, dtype):
                 self.name, self.dtype = name, dtype
 
         class Network:
-            def __init__(self):
+            def __init__(self, strongly_typed):
                 self.inputs: list[Tensor] = []
                 self.parsed: tuple[str, bool] | None = None  # (path, plugin registered then)
+                self.strongly_typed = strongly_typed
+                self.weight_types: frozenset[str] = frozenset()
 
             @property
             def num_inputs(self):
@@ -142,6 +160,8 @@ class FakeTensorRT(types.ModuleType):
             def parse_from_file(self, model):
                 self.network.parsed = (model, fake.registry.registered)
                 proto = onnx.load(model, load_external_data=False)
+                self.network.weight_types = frozenset(TensorProto.DataType.Name(t.data_type)
+                                                      for t in proto.graph.initializer)
                 types_ = {TensorProto.FLOAT: fake.DataType.FLOAT, TensorProto.INT64: fake.DataType.INT64}
                 self.network.inputs = [Tensor(i.name, types_[i.type.tensor_type.elem_type]) for i in proto.graph.input]
                 return not parse_errors
@@ -170,9 +190,13 @@ class FakeTensorRT(types.ModuleType):
                 return memoryview(self.data + b"+tuned")
 
         class Config:
+            # slots: assigning a name the config does not have fails, as on the bindings' objects
+            __slots__ = ("progress_monitor", "calibrator", "cache", "flags", "memory_limits", "profiles",
+                         "calibration_profile")
+
             def __init__(self):
                 self.progress_monitor = None
-                self.int8_calibrator = None
+                self.calibrator = None
                 self.cache = None
                 self.flags: set[str] = set()
                 self.memory_limits: dict[str, int] = {}
@@ -189,9 +213,6 @@ class FakeTensorRT(types.ModuleType):
             def set_flag(self, flag):
                 self.flags.add(flag.name)
 
-            def set_calibration_profile(self, profile):
-                self.calibration_profile = profile
-
             def create_timing_cache(self, serialized_timing_cache):
                 return TimingCache(serialized_timing_cache)
 
@@ -205,28 +226,45 @@ class FakeTensorRT(types.ModuleType):
             def get_timing_cache(self):
                 return self.cache
 
+        class WeakConfig(Config):
+            """10.x's config: implicit INT8 calibration (gone in 11.x)."""
+
+            __slots__ = ()
+
+            @property
+            def int8_calibrator(self):
+                return self.calibrator
+
+            @int8_calibrator.setter
+            def int8_calibrator(self, calibrator):
+                self.calibrator = calibrator
+
+            def set_calibration_profile(self, profile):
+                self.calibration_profile = profile
+
         class Builder:
             def __init__(self, logger):
                 self.logger = logger
 
             def create_network(self, flags=0):
                 fake.network_flags.append(flags)
-                return Network()
+                return Network(strongly_typed=not weak)  # 10.x: only with a flag our code never passes
 
             def create_builder_config(self):
-                return Config()
+                return WeakConfig() if weak else Config()
 
             def create_optimization_profile(self):
                 return Profile()
 
             def build_serialized_network(self, network, config):
-                calibrator = config.int8_calibrator
+                calibrator = config.calibrator
                 fake.builds.append(BuildSnapshot(
                     network.parsed[0], network.parsed[1], set(config.flags), dict(config.memory_limits),
                     [dict(p.shapes) for p in config.profiles],
                     None if config.calibration_profile is None else dict(config.calibration_profile.shapes),
                     None if calibrator is None else calibrator.get_batch_size(),
-                    None if config.cache is None else config.cache.data, config.progress_monitor is not None))
+                    None if config.cache is None else config.cache.data, config.progress_monitor is not None,
+                    network.strongly_typed, network.weight_types))
                 monitor = config.progress_monitor
                 if monitor is not None:
                     monitor.phase_start("Building engine", None, 2)
@@ -240,7 +278,13 @@ class FakeTensorRT(types.ModuleType):
                     return None
                 return memoryview(b"FAKE-ENGINE")
 
-        self.Builder = Builder
+        class WeakBuilder(Builder):
+            """10.x's builder: the platform queries 11.x removed."""
+
+            platform_has_fast_fp16 = True
+            platform_has_fast_int8 = True
+
+        self.Builder = WeakBuilder if weak else Builder
 
     def init_libnvinfer_plugins(self, logger, namespace):
         self.plugin_namespaces.append(namespace)

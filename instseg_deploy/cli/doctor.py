@@ -1,4 +1,5 @@
-"""`instseg doctor`: which backends this machine can run, and for each that it cannot, why and the fix."""
+"""`instseg doctor`: which backends this machine can run, and for each that it cannot, why and the fix;
+with ``--model``, whether TensorRT's ONNX parser would take that graph (a static check, no TensorRT needed)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ Examples:
   instseg doctor
 
   instseg doctor --require trt,trt-plugin   (exit status 1 unless both are usable: for scripts and CI)
+
+  instseg doctor --model model.onnx --trt-version 10   (exit status 1 if a node would not parse)
 """
 
 ORT_GPU_INSTALL = "pip uninstall -y onnxruntime && pip install onnxruntime-gpu"
@@ -180,11 +183,49 @@ def backend_statuses(env: Environment) -> list[BackendStatus]:
     return rows
 
 
+def print_parsability(model: Path, trt_versions: list[int]) -> bool:
+    """Print the static TensorRT parsability check of ``model`` per version; whether every node passed."""
+    from instseg_deploy.export.trt.parsability import check
+
+    out = Console(soft_wrap=True, highlight=False)  # one line per problem, for grep
+    clean = True
+    for major in trt_versions:
+        report = check(model, major)
+        ops = ", ".join(f"{op} {n}" for op, n in report.op_counts.most_common())
+        untyped = f", {report.untyped} with unknown input types (op checked only)" if report.untyped else ""
+        out.print(f"TensorRT {major}.x: {report.nodes_checked} nodes checked{untyped} against onnx-tensorrt's "
+                  f"operator table ({report.table['revision']})", markup=False)
+        out.print(f"  ops: {ops}", markup=False)
+        for p in report.problems:
+            out.print(f"  problem: node {p.node or '(graph)'} [{p.op or '-'}]: {p.reason}", markup=False)
+        out.print(f"  {len(report.problems)} problem(s)" if report.problems else "  every node parses "
+                  "(by the table; attribute restrictions are not checked)", markup=False)
+        clean = clean and not report.problems
+    return clean
+
+
 @user_errors
 def doctor(require: Optional[str] = typer.Option(None, "--require", help="Comma-separated backends that must be "
                                                  "usable (torch, torch-cuda, ort, ort-cuda, ort-trt, trt, trt-plugin); "
-                                                 "exit status 1 otherwise.", show_default=False)) -> None:
+                                                 "exit status 1 otherwise.", show_default=False),
+           model: Optional[Path] = typer.Option(None, "--model", help="An ONNX export to check, node by node, against "
+                                                "onnx-tensorrt's supported-operator table (instead of the backends); "
+                                                "exit status 1 if a node would not parse.", show_default=False),
+           trt_version: Optional[int] = typer.Option(None, "--trt-version", help="TensorRT major version for "
+                                                     "--model: 10 or 11 (default: both).", show_default=False)) -> None:
     """Which backends are usable here; for each that is not, the reason and the install or build command."""
+    from instseg_deploy.export.trt.parsability import TRT_MAJORS
+
+    if trt_version is not None and trt_version not in TRT_MAJORS:
+        raise InstsegError(f"--trt-version: {trt_version} is not one of {', '.join(map(str, TRT_MAJORS))}")
+    if model is None and trt_version is not None:
+        raise InstsegError("--trt-version applies to --model; pass the ONNX file to check")
+    if model is not None:
+        if require:
+            raise InstsegError("--require and --model are separate checks; run them one at a time")
+        if not print_parsability(model, [trt_version] if trt_version else list(TRT_MAJORS)):
+            raise typer.Exit(1)
+        return
     env = probe_environment()
     rows = backend_statuses(env)
     by_key = {row.key: row for row in rows}

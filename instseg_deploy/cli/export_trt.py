@@ -73,9 +73,12 @@ class RichExportProgress(RichBuildProgress):
 def export_trt(request: TrtExportRequest) -> TrtExportResult:
     """Run the export with the progress display and print what was written."""
     from instseg_deploy.export.trt.engine_export import export_trt_engine
+    from instseg_deploy.quantize.fp16 import convert_fp16
 
     with contextlib.ExitStack() as stack:
-        result = export_trt_engine(request, RichExportProgress(stack))
+        # TensorRT 11 builds FP16 only from an FP16-typed ONNX: our own conversion (quantize.fp16), passed in
+        # because export must not import quantize (quantize already imports export's stage names)
+        result = export_trt_engine(request, RichExportProgress(stack), fp16_converter=convert_fp16)
     images = result.profiles[IMAGE_INPUT]
     console.print(f"wrote {result.engine} ({result.size_bytes / 2**20:.1f} MiB, {result.precision.precision}, images "
                   f"{'x'.join(map(str, images.min))} .. {'x'.join(map(str, images.max))}) and {result.sidecar.name}",

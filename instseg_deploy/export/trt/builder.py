@@ -1,11 +1,12 @@
-"""TensorRT 10 engines from our exported ONNX: parse, profile, precision flags, calibration, build.
+"""TensorRT 10/11 engines from our exported ONNX: parse, profile, precision flags, calibration, build.
 
 The TensorRT part follows the TensorRT 10 Python API: ``trt.Builder`` / ``create_network(0)``
-(explicit batch is the only mode in 10.x), ``trt.OnnxParser.parse_from_file``,
+(explicit batch is the only mode in 10.x, strong typing the only one in 11.x), ``trt.OnnxParser.parse_from_file``,
 ``IOptimizationProfile.set_shape``, ``IBuilderConfig.set_memory_pool_limit(MemoryPoolType.WORKSPACE,
 ...)``, ``set_flag(BuilderFlag...)``, timing caches, ``IProgressMonitor`` and
-``build_serialized_network``. What decides the inputs (profiles: ``runtime.trt.profiles``,
-precision: ``precision``) is plain Python, tested without TensorRT.
+``build_serialized_network``. On 11.x (``TrtApi.strongly_typed``) no precision flag or calibrator exists:
+the ONNX's tensor types are the precision (``engine_export`` converts it). What decides the inputs
+(profiles: ``runtime.trt.profiles``, precision: ``precision``) is plain Python, tested without TensorRT.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from typing import Any
 from instseg_deploy.atomic import write_bytes
 from instseg_deploy.errors import InstsegError
 from instseg_deploy.export.trt.calibrator import calibration_batches, calibration_range, make_entropy_calibrator
-from instseg_deploy.export.trt.precision import PrecisionPlan
+from instseg_deploy.export.trt.precision import PrecisionPlan, refuse_unbuildable
 from instseg_deploy.export.trt.progress import BuildProgress, Cancelled, progress_monitor
 from instseg_deploy.runtime.trt.plugin_library import PluginLibrary, load_plugin_library
 from instseg_deploy.runtime.trt.profiles import IMAGE_INPUT, ShapeRange, input_profiles
-from instseg_deploy.runtime.trt.util import make_logger, torch_dtype
+from instseg_deploy.runtime.trt.util import make_logger, tensorrt_api, torch_dtype
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +56,6 @@ def parse_failure(parser, onnx_path: Path) -> InstsegError:
     return InstsegError(f"TensorRT's ONNX parser rejected {onnx_path.name}: {detail}")
 
 
-def _builder_flag(trt, name: str):
-    flag = getattr(trt.BuilderFlag, name, None)
-    if flag is None:
-        raise InstsegError(f"TensorRT {trt.__version__} has no BuilderFlag.{name} (weakly-typed precision flags were "
-                           "removed after TensorRT 10); use TensorRT 10.x")
-    return flag
-
-
 def _use_timing_cache(config, path: Path) -> None:
     """Start from the cache file when it fits this GPU and TensorRT, else from an empty cache."""
     previous = path.read_bytes() if path.is_file() else b""
@@ -76,12 +69,15 @@ def _use_timing_cache(config, path: Path) -> None:
 def build_engine(request: BuildRequest, trt, progress: BuildProgress | None = None) -> memoryview:
     """Parse the ONNX file and build a serialized engine (bytes-like). Raises InstsegError with
     the parser's unsupported nodes or TensorRT's last error; KeyboardInterrupt when cancelled."""
+    api = tensorrt_api(trt.__version__)
+    # engine_export refuses these earlier with the user's paths; this keeps direct callers off removed APIs
+    refuse_unbuildable(request.precision, api, str(request.onnx_path), "DIR", "model.engine")
     logger = make_logger(trt)
     trt.init_libnvinfer_plugins(logger, "")  # TensorRT's own plugins (the ONNX RoiAlign importer uses one)
     if request.plugin_library is not None:
         load_plugin_library(trt, request.plugin_library)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10: explicit batch always, no flag needed
+    network = builder.create_network(0)  # 10.x: explicit batch always; 11.x: also strongly typed always
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(request.onnx_path)):
         raise parse_failure(parser, request.onnx_path)
@@ -97,14 +93,12 @@ def build_engine(request: BuildRequest, trt, progress: BuildProgress | None = No
     for name, r in request.profiles.items():
         profile.set_shape(name, r.min, r.opt, r.max)
     config.add_optimization_profile(profile)
-    for name in request.precision.flags:
-        config.set_flag(_builder_flag(trt, name))
+    if not api.strongly_typed:  # 11.x removed the flags: the parsed ONNX's types are the precision
+        for name in request.precision.flags:
+            config.set_flag(getattr(trt.BuilderFlag, name))
 
     calibrator = None
     if request.precision.int8_mode == "calibration":
-        if not hasattr(config, "int8_calibrator"):
-            raise InstsegError(f"TensorRT {trt.__version__} has no implicit INT8 calibration; quantize the model "
-                               "with `instseg quantize` (Q/DQ) and build without --calib")
         calib = calibration_range(request.profiles[IMAGE_INPUT])
         calib_profile = builder.create_optimization_profile()
         for name, r in input_profiles(calib, list(request.profiles)).items():

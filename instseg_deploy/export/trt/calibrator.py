@@ -1,7 +1,7 @@
 """TensorRT's own (implicit) INT8 calibration: the calibration shape, batches and the calibrator.
 
-Deprecated since TensorRT 10.1 in favour of Q/DQ models (`instseg quantize`), kept as a fallback
-for float models (``--int8 --calib DIR``).
+Deprecated since TensorRT 10.1 in favour of Q/DQ models (`instseg quantize`) and removed in 11.x; kept
+as a fallback for float models (``--int8 --calib DIR``) on 10.x.
 """
 
 from __future__ import annotations

@@ -3,14 +3,16 @@
 Order of work: argument checks, TensorRT (so a machine without it gets one clear error, the same as
 `bench --backend trt`, before any model is read and with nothing written), the checks that need the
 model's metadata, what else the machine must have (a CUDA GPU, the plugin library for plugin-flavoured
-graphs), then the ONNX export (to a temporary folder), parse, build and the atomic writes. Progress goes
-to an :class:`EngineExportProgress`; `instseg export --to trt` draws it, library callers may pass None.
+graphs), then the ONNX export (to a temporary folder), on TensorRT 11.x the FP16 conversion (a strongly typed
+build takes its precision from the ONNX), parse, build and the atomic writes. Progress goes to an
+:class:`EngineExportProgress`; `instseg export --to trt` draws it, library callers may pass None.
 """
 
 from __future__ import annotations
 
 import hashlib
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,7 +23,7 @@ from instseg_deploy.errors import InstsegError
 from instseg_deploy.export.onnx_export import DEFAULT_OPSET
 from instseg_deploy.export.trt.builder import BuildRequest, build_engine
 from instseg_deploy.export.trt.calibrator import DEFAULT_CALIB_IMAGES
-from instseg_deploy.export.trt.precision import PrecisionPlan, is_qdq_model, resolve_precision
+from instseg_deploy.export.trt.precision import PrecisionPlan, is_qdq_model, refuse_unbuildable, resolve_precision
 from instseg_deploy.export.trt.progress import BuildProgress
 from instseg_deploy.model_file.reader import read_model_file
 from instseg_deploy.model_file.sidecar import build_sidecar, file_sha256, write_sidecar
@@ -29,9 +31,10 @@ from instseg_deploy.ops.roi_align_contract import uses_plugin
 from instseg_deploy.runtime.trt.plugin_library import find_plugin_library
 from instseg_deploy.runtime.trt.profiles import ShapeRange, input_profiles, profiles_json, resolve_image_range
 from instseg_deploy.runtime.trt.sidecar import current_device_info
-from instseg_deploy.runtime.trt.util import import_tensorrt
+from instseg_deploy.runtime.trt.util import import_tensorrt, tensorrt_api
 
 ONNX_STAGE = "export-onnx"  # tracing the checkpoint to a temporary ONNX file
+FP16_STAGE = "convert-fp16"  # TensorRT 11.x: the FP16 ONNX a strongly typed build needs
 BUILD_STAGE = "build"  # TensorRT's build (its phases follow through BuildProgress)
 
 
@@ -84,6 +87,11 @@ class EngineExportProgress(BuildProgress, Protocol):
     def stage(self, name: str, message: str) -> None: ...
 
 
+# (FP32 model, FP16 output path) -> anything: `instseg quantize --fp16`'s conversion, quantize.fp16.convert_fp16.
+# Passed in by the caller because quantize imports export (stage names), so export cannot import quantize.
+Fp16Converter = Callable[[Path, Path], object]
+
+
 def check_request(request: TrtExportRequest) -> None:
     """The argument errors that need no file reading, TensorRT or GPU."""
     out, model = request.out, request.model
@@ -108,10 +116,23 @@ def _image_range(request: TrtExportRequest, meta: dict[str, Any]) -> ShapeRange:
                                request.max_shape)
 
 
-def export_trt_engine(request: TrtExportRequest, progress: EngineExportProgress | None = None) -> TrtExportResult:
-    """Build ``request.out`` and its sidecar ``request.out``.json; see the module docstring for the order."""
+def _fp16_onnx_refusal(request: TrtExportRequest, version: str, why: str) -> InstsegError:
+    model = request.model or "model.onnx"
+    return InstsegError(f"TensorRT {version} builds FP16 only from an FP16 ONNX ({why}): convert it with "
+                        f"instseg quantize --model {model} --fp16 --out model.fp16.onnx, then "
+                        f"instseg export --to trt --model model.fp16.onnx --out {request.out}")
+
+
+def export_trt_engine(request: TrtExportRequest, progress: EngineExportProgress | None = None,
+                      fp16_converter: Fp16Converter | None = None) -> TrtExportResult:
+    """Build ``request.out`` and its sidecar ``request.out``.json; see the module docstring for the order.
+
+    ``fp16_converter``: what turns the FP32 ONNX into the FP16 one a TensorRT 11.x ``--fp16`` build needs
+    (``quantize.fp16.convert_fp16``); without it such a build is refused with the two commands to run."""
     check_request(request)
     trt = import_tensorrt()  # before any model is read, as `bench --backend trt` does
+    api = tensorrt_api(trt.__version__)
+    model_precision = "fp32"
     if request.model is not None:
         model_file = read_model_file(request.model)
         meta = model_file.require_metadata(
@@ -119,9 +140,17 @@ def export_trt_engine(request: TrtExportRequest, progress: EngineExportProgress 
         plan = resolve_precision(request.fp16, request.int8, request.calib, is_qdq_model(model_file.graph, meta))
         image_range = _image_range(request, meta)
         needs_plugin = uses_plugin(model_file.graph)
+        model_precision = meta.get("precision", "fp32")
     else:
         plan = resolve_precision(request.fp16, request.int8, request.calib, qdq_model=False)
         needs_plugin = request.roi_align == "plugin"
+    refuse_unbuildable(plan, api, str(request.model or "model.onnx"), str(request.calib or "DIR"), str(request.out))
+    convert = api.strongly_typed and plan.precision == "fp16" and model_precision != "fp16"
+    if convert and needs_plugin:  # our FP16 conversion takes the standard-ops export only
+        raise _fp16_onnx_refusal(request, api.version, "our FP16 conversion needs the --roi-align onnx export, "
+                                                       "not the plugin flavour")
+    if convert and fp16_converter is None:
+        raise _fp16_onnx_refusal(request, api.version, "no FP16 conversion was given to this export")
 
     device = current_device_info(0)
     library = find_plugin_library(request.plugin_lib) if needs_plugin or request.plugin_lib is not None else None
@@ -139,6 +168,12 @@ def export_trt_engine(request: TrtExportRequest, progress: EngineExportProgress 
             source = f"{request.weights} (exported with --roi-align {request.roi_align}, --masks {request.masks})"
         else:
             source = str(onnx_path)
+        if convert:
+            if progress is not None:
+                progress.stage(FP16_STAGE, f"converting to FP16 for TensorRT {api.version}'s strongly typed build")
+            fp16_path = Path(tmp) / "model.fp16.onnx"
+            fp16_converter(onnx_path, fp16_path)
+            onnx_path, source = fp16_path, f"{source} (converted to FP16 as `instseg quantize --fp16` does)"
         profiles = input_profiles(image_range, list(meta["inputs"]))
         build = BuildRequest(onnx_path, meta, profiles, plan, request.workspace_bytes, request.timing_cache, library,
                              calib_paths)
@@ -150,12 +185,14 @@ def export_trt_engine(request: TrtExportRequest, progress: EngineExportProgress 
 
     sidecar = build_sidecar(meta, engine_sha256=hashlib.sha256(serialized).hexdigest(),
                             tensorrt_version=trt.__version__, device=device, precision=plan.precision,
-                            builder_flags=list(plan.flags), int8_mode=plan.int8_mode,
+                            builder_flags=[] if api.strongly_typed else list(plan.flags), int8_mode=plan.int8_mode,
                             profiles=profiles_json(profiles),
                             plugin_library=None if library is None else str(library.path),
                             plugin_required=needs_plugin, source_onnx=source,
                             workspace_bytes=request.workspace_bytes,
                             plugin_sha256=None if library is None else file_sha256(library.path))
+    # how the precision was obtained: the model's types (11.x), or builder flags on a weakly typed network (10.x)
+    sidecar["strongly_typed"] = api.strongly_typed
     sidecar_file = _write_engine(request.out, serialized, sidecar)
     return TrtExportResult(request.out, sidecar_file, request.out.stat().st_size, plan, profiles)
 

@@ -1,4 +1,8 @@
-"""Which precision an engine is built in: TensorRT builder flags from --fp16 / --int8 / --calib."""
+"""Which precision an engine is built in: TensorRT builder flags from --fp16 / --int8 / --calib.
+
+The flags are TensorRT 10's; on 11.x (strongly typed, ``TrtApi.strongly_typed``) the plan's precision
+comes from the model instead: FP16 from an FP16-converted ONNX, INT8 from Q/DQ nodes only.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from instseg_deploy.errors import InstsegError
+from instseg_deploy.runtime.trt.util import TrtApi
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
@@ -47,3 +52,16 @@ def resolve_precision(fp16: bool, int8: bool, calib: str | os.PathLike | None, q
     if fp16:
         return PrecisionPlan("fp16", ("FP16",), None)
     return PrecisionPlan("fp32", (), None)
+
+
+def refuse_unbuildable(plan: PrecisionPlan, api: TrtApi, model: str, images: str, out: str) -> None:
+    """Refuse what a strongly typed TensorRT (11.x) cannot build, naming the commands that can."""
+    if not api.strongly_typed:
+        return
+    if plan.int8_mode == "calibration":
+        raise InstsegError(f"TensorRT {api.version} has no implicit INT8 calibration (--int8 --calib); make a Q/DQ "
+                           f"model and build that: instseg quantize --model {model} --calib --images {images} "
+                           f"--out model.int8.onnx, then instseg export --to trt --model model.int8.onnx --out {out}")
+    if plan.int8_mode == "explicit" and "FP16" in plan.flags:
+        raise InstsegError(f"TensorRT {api.version} takes the precision from the model's types, so --fp16 cannot "
+                           "apply to a Q/DQ model (its layers outside Q/DQ stay FP32); build it without --fp16")

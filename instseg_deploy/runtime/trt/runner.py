@@ -1,7 +1,8 @@
 """TensorRT backend: a loader that checks and deserialises an engine, a runner for preprocessed batches.
 
-TensorRT 10 tensor API throughout: I/O tensors by name (``num_io_tensors``, ``get_tensor_name``,
-``get_tensor_mode``), ``set_input_shape`` + ``set_tensor_address`` and ``execute_async_v3`` on a
+TensorRT 10 tensor API throughout (none of its names are among 11.x's removals: weak typing, calibration,
+engine memory-size properties), so 10.x and 11.x share this code: I/O tensors by name (``num_io_tensors``,
+``get_tensor_name``, ``get_tensor_mode``), ``set_input_shape`` + ``set_tensor_address`` and ``execute_async_v3`` on a
 CUDA stream that torch owns. Device buffers are torch CUDA tensors (no pycuda). Our outputs have a
 data-dependent length (detections after NMS), so every output gets an ``IOutputAllocator`` that
 TensorRT asks for memory once the size is known.
@@ -218,7 +219,7 @@ def load_trt_runner(path: str | Path, plugin_lib: str | Path | None = None, devi
 
     path = Path(path)
     sidecar = read_sidecar(path)
-    trt = import_tensorrt()
+    trt = import_tensorrt()  # refuses a TensorRT major we do not follow
     index = device_index(device)
     for message in check_sidecar(sidecar, path, trt.__version__, current_device_info(index)):
         warnings.warn(message, stacklevel=2)

@@ -7,12 +7,11 @@ sidecar with the running TensorRT and GPU.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from instseg_deploy.model_file.sidecar import DeviceInfo, EngineMismatch, file_sha256, sidecar_path
-from instseg_deploy.runtime.trt.util import TensorRTUnavailable
+from instseg_deploy.runtime.trt.util import TensorRTUnavailable, version_triple
 
 
 def current_device_info(index: int = 0) -> DeviceInfo:
@@ -26,11 +25,6 @@ def current_device_info(index: int = 0) -> DeviceInfo:
         raise TensorRTUnavailable(f"CUDA device {index} does not exist ({torch.cuda.device_count()} visible)")
     major, minor = torch.cuda.get_device_capability(index)
     return DeviceInfo(torch.cuda.get_device_name(index), f"{major}.{minor}")
-
-
-def version_triple(version: str) -> tuple[int, ...]:
-    """'10.3.0.26' or '10.3.0.post1' -> (10, 3, 0): engines are tied to major.minor.patch."""
-    return tuple(int(v) for v in re.findall(r"\d+", version)[:3])
 
 
 def check_sidecar(sidecar: dict[str, Any], engine: str | os.PathLike, tensorrt_version: str,

@@ -4,19 +4,60 @@ from __future__ import annotations
 
 import glob
 import logging
+import re
 import shutil
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from instseg_deploy.errors import InstsegError
 
-TRT_INSTALL = "pip install \"tensorrt-cu12>=10,<11\" (TensorRT 10 for CUDA 12; tensorrt-cu13 for CUDA 13)"
+TRT_INSTALL = "pip install \"tensorrt-cu12>=10,<12\" (TensorRT 10 or 11 for CUDA 12; tensorrt-cu13 for CUDA 13)"
+SUPPORTED_MAJORS = (10, 11)  # the majors whose Python API this package follows (keep TRT_INSTALL in step)
 
 log = logging.getLogger("instseg_deploy.tensorrt")
 
 
 class TensorRTUnavailable(InstsegError):
     """TensorRT or a CUDA GPU is missing on this machine."""
+
+
+class UnsupportedTensorRT(TensorRTUnavailable):
+    """An installed TensorRT whose major version this package does not follow."""
+
+
+def version_triple(version: str) -> tuple[int, ...]:
+    """'10.3.0.26' or '10.3.0.post1' -> (10, 3, 0): engines are tied to major.minor.patch."""
+    return tuple(int(v) for v in re.findall(r"\d+", version)[:3])
+
+
+@dataclass(frozen=True)
+class TrtApi:
+    """The code path for the installed TensorRT; its major version decides it here and nowhere else.
+
+    10.x: weakly typed networks, precision from ``BuilderFlag.FP16/INT8`` and implicit INT8 calibration
+    (``int8_calibrator``). 11.x removed every weak-typing API (NVIDIA's 10.x -> 11.x migration guide):
+    networks are always strongly typed (``create_network(0)``; ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``
+    is only kept as an ignored, deprecated flag), so FP16 must be in the ONNX's tensor types and INT8 comes
+    only from Q/DQ nodes.
+    """
+
+    version: str
+    major: int
+
+    @property
+    def strongly_typed(self) -> bool:
+        return self.major >= 11
+
+
+def tensorrt_api(version: str) -> TrtApi:
+    """:class:`TrtApi` of a ``trt.__version__``; UnsupportedTensorRT outside :data:`SUPPORTED_MAJORS`."""
+    numbers = version_triple(version)
+    major = numbers[0] if numbers else -1
+    if major not in SUPPORTED_MAJORS:
+        raise UnsupportedTensorRT(f"TensorRT {version} is not supported: instseg-deploy follows the TensorRT "
+                                  f"{' and '.join(f'{m}.x' for m in SUPPORTED_MAJORS)} Python API; {TRT_INSTALL}")
+    return TrtApi(version, major)
 
 
 def nvidia_gpu_found() -> bool:
@@ -40,12 +81,14 @@ def tensorrt_missing(detail: str = "", gpu_found: bool = True) -> str:
 
 def import_tensorrt(gpu_found: Callable[[], bool] = nvidia_gpu_found):
     """The ``tensorrt`` module, or TensorRTUnavailable with :func:`tensorrt_missing`'s line (`bench --backend
-    trt` and `export --to trt` call it right after their argument checks, before reading any model)."""
+    trt` and `export --to trt` call it right after their argument checks, before reading any model); an
+    unsupported version is refused here too, so that every entry point says so first."""
     try:
         import tensorrt
     except ImportError as e:
         detail = "" if e.name == "tensorrt" else f" ({e})"  # installed but broken, e.g. missing libnvinfer
         raise TensorRTUnavailable(tensorrt_missing(detail, gpu_found())) from None
+    tensorrt_api(tensorrt.__version__)
     return tensorrt
 
 
