@@ -62,6 +62,22 @@ def test_batches_of_different_sizes(exported_onnx, torch_predictor):
         assert ours.masks.shape[1:] == ref.masks.shape[1:]
 
 
+@pytest.mark.parametrize("variant", ["raw", "pasted", "plugin"])
+def test_nms_score_threshold_is_explicit(exported_onnx, variant):
+    """TensorRT's INMSLayer defaults an absent score_threshold to 0.0 (export/trt/NMS.md): every NMS node
+    carries float32's lowest value instead, which filters nothing (the golden parity tests above run it)."""
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(exported_onnx[variant]))
+    initializers = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    nodes = [n for n in proto.graph.node if n.op_type == "NonMaxSuppression"]
+    assert len(nodes) == 2  # the RPN's and the box head's
+    for node in nodes:
+        assert len(node.input) == 5 and node.input[4] in initializers, node.name
+        threshold = initializers[node.input[4]]
+        assert threshold.dtype == np.float32 and threshold.tolist() == [float(np.finfo(np.float32).min)]
+
+
 def test_plugin_flavour_has_one_node_per_pooler(exported_onnx):
     proto = onnx.load(str(exported_onnx["plugin"]))
     nodes = [n for n in proto.graph.node if n.op_type == OP_TYPE]

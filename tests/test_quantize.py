@@ -306,6 +306,28 @@ def test_fp16_structure_and_metadata(fp16_model):
     assert meta["precision"] == "fp16"
 
 
+def test_fp16_keeps_fp32_islands_unrounded(fp16_model):
+    """No FP32 tensor goes through FP16 and back between two FP32 nodes (quantize.fp16.drop_round_trip_casts):
+    the converter writes hundreds of such pairs; each would round box coordinates and NMS inputs."""
+    model = onnx.load(str(fp16_model.path))
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    fp32 = {v.name for v in list(inferred.input) + list(inferred.value_info)
+            if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    fp32 |= {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    producers, _ = _graph_maps(model)
+
+    def cast_to(node):
+        return next(a.i for a in node.attribute if a.name == "to")
+
+    pairs = [n.name for n in model.graph.node
+             if n.op_type == "Cast" and cast_to(n) == onnx.TensorProto.FLOAT
+             and (up := producers.get(n.input[0])) is not None and up.op_type == "Cast"
+             and cast_to(up) == onnx.TensorProto.FLOAT16 and up.input[0] in fp32]
+    assert pairs == []
+    meta = json.loads({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
+    assert meta["fp16"]["round_trip_casts_dropped"] > 100
+
+
 # --- CLI ---------------------------------------------------------------------------------------
 
 def _one_line_error(result, *fragments):

@@ -103,6 +103,7 @@ def export_onnx(model: MaskRCNN, cfg: InstsegConfig, out: str | os.PathLike, ops
     simplified = False
     if simplify:
         proto, simplified = _simplify(proto)
+    explicit_nms_score_threshold(proto)
     meta = build_metadata(cfg, masks, batch, size, roi_align, inputs, outputs)
     for key, value in metadata_to_props(meta).items():
         entry = proto.metadata_props.add()
@@ -114,6 +115,34 @@ def export_onnx(model: MaskRCNN, cfg: InstsegConfig, out: str | os.PathLike, ops
     with atomic_path(out) as tmp:
         onnx.save(proto, str(tmp))
     return ExportReport(out, nodes_before, len(proto.graph.node), simplified, opset, out.stat().st_size)
+
+
+NMS_SCORE_THRESHOLD = "nms_score_threshold"
+
+
+def explicit_nms_score_threshold(proto) -> None:
+    """Give every NonMaxSuppression node an explicit score_threshold of float32's lowest value, in place.
+
+    ONNX's NMS without score_threshold filters no score; TensorRT's parser then leaves INMSLayer at its
+    own default of 0.0 (keep scores > 0), which drops most RPN proposals, whose scores are logits
+    (export/trt/NMS.md). Every finite score passes the lowest float32 (non-finite ones are removed
+    before NMS), so ONNX Runtime and OpenVINO give the same detections as without it.
+    """
+    import numpy as np
+    from onnx import numpy_helper
+
+    nodes = [n for n in proto.graph.node if n.op_type == "NonMaxSuppression" and n.domain in ("", "ai.onnx")]
+    if not nodes:
+        return
+    proto.graph.initializer.append(numpy_helper.from_array(np.array([np.finfo(np.float32).min], np.float32),
+                                                           NMS_SCORE_THRESHOLD))
+    for node in nodes:
+        while len(node.input) < 4:  # optional inputs before it left out: "" marks them absent
+            node.input.append("")
+        if len(node.input) == 4:
+            node.input.append(NMS_SCORE_THRESHOLD)
+        elif not node.input[4]:
+            node.input[4] = NMS_SCORE_THRESHOLD
 
 
 def _simplify(proto):

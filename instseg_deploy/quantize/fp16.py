@@ -56,6 +56,59 @@ def convert_fp16(model: str | os.PathLike, out: str | os.PathLike, exclude: tupl
     total = len(nodes)
     converted = convert_float_to_float16(proto, keep_io_types=True, node_block_list=keep,
                                          op_block_list=list(DEFAULT_OP_BLOCK_LIST))
-    details = {"tool": "onnxruntime.transformers.float16", "kept_fp32": len(keep)}
+    dropped = drop_round_trip_casts(converted)
+    details = {"tool": "onnxruntime.transformers.float16", "kept_fp32": len(keep), "round_trip_casts_dropped": dropped}
     path = write_converted(converted, out, props, meta, "fp16", details)
     return Fp16Report(path, total - len(keep), len(keep), time.perf_counter() - start)
+
+
+def drop_round_trip_casts(proto) -> int:
+    """Remove FP32 -> FP16 -> FP32 Cast pairs, in place; how many were bypassed.
+
+    The converter casts every tensor between two kept-FP32 nodes down and up again, so FP32 islands
+    (box decoding, NMS inputs, RoIAlign coordinates) would still see FP16-rounded values, and a strongly
+    typed TensorRT build keeps that rounding. The FP32 consumer reads the FP32 source instead.
+    """
+    import onnx
+    from onnx import TensorProto
+
+    graph = proto.graph
+    types = _tensor_types(onnx.shape_inference.infer_shapes(proto).graph)
+    producer = {out: node for node in graph.node for out in node.output}
+    bypassed = 0
+    for node in graph.node:
+        up = producer.get(node.input[0]) if node.op_type == "Cast" and node.input else None
+        if (up is not None and up.op_type == "Cast" and _cast_to(node) == TensorProto.FLOAT
+                and _cast_to(up) == TensorProto.FLOAT16 and types.get(up.input[0]) == TensorProto.FLOAT):
+            # The up-cast becomes an Identity of the FP32 source: its output name (maybe a graph output) stays.
+            node.op_type, node.input[0] = "Identity", up.input[0]
+            del node.attribute[:]
+            bypassed += 1
+    _drop_dead_nodes(graph)
+    return bypassed
+
+
+def _cast_to(node) -> int | None:
+    return next((a.i for a in node.attribute if a.name == "to"), None)
+
+
+def _tensor_types(graph) -> dict[str, int]:
+    """Element type of every tensor whose type is declared or inferred."""
+    types = {t.name: t.data_type for t in graph.initializer}
+    for value in list(graph.input) + list(graph.value_info) + list(graph.output):
+        if value.type.HasField("tensor_type"):
+            types[value.name] = value.type.tensor_type.elem_type
+    return types
+
+
+def _drop_dead_nodes(graph) -> None:
+    """Remove nodes none of whose outputs is used (the bypassed casts), repeatedly."""
+    nodes = list(graph.node)
+    while True:
+        used = {name for node in nodes for name in node.input} | {o.name for o in graph.output}
+        alive = [node for node in nodes if any(out in used for out in node.output)]
+        if len(alive) == len(nodes):
+            break
+        nodes = alive
+    del graph.node[:]
+    graph.node.extend(nodes)
