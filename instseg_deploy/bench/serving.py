@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -134,8 +135,8 @@ class ServerBenchRequest:
     model_name: str = "instseg"
     concurrencies: tuple[int, ...] = (1, 4, 16)
     requests: int = 50
-    images: object = None  # Path | None
-    compare_model: object = None  # Path | None
+    images: Path | None = None
+    compare_model: Path | None = None
     threads: int = 0
     timeout_s: float = 120.0
 
@@ -159,7 +160,6 @@ class ServerBenchResult:
 def run_server_bench(request: ServerBenchRequest, on_message: Callable[[str], None] = lambda m: None
                      ) -> ServerBenchResult:
     import tempfile
-    from pathlib import Path
 
     from instseg_deploy.bench.inputs import generated_images
     from instseg_deploy.image_io import list_images, read_image
@@ -169,7 +169,7 @@ def run_server_bench(request: ServerBenchRequest, on_message: Callable[[str], No
         raise InstsegError("--concurrency values and --requests must be >= 1")
     address = ServerAddress(request.url, request.protocol, request.model_name, request.timeout_s)
     with tempfile.TemporaryDirectory(prefix="instseg-serve-bench-") as tmp:
-        folder = Path(request.images) if request.images else generated_images(Path(tmp))
+        folder = request.images or generated_images(Path(tmp))
         images = [read_image(p)[0] for p in list_images([folder])]
     TritonConnection(address).metadata()  # a clear error now if nothing (or no instseg model) is there
     _, levels = measure_server(lambda: TritonConnection(address), images, request.concurrencies, request.requests,
@@ -178,8 +178,8 @@ def run_server_bench(request: ServerBenchRequest, on_message: Callable[[str], No
     if request.compare_model is not None:
         from instseg_deploy.runtime.factory import load_predictor
 
-        on_message(f"in-process: {Path(request.compare_model).name}")
-        backend = "openvino" if Path(request.compare_model).suffix == ".xml" else "ort"
+        on_message(f"in-process: {request.compare_model.name}")
+        backend = "openvino" if request.compare_model.suffix == ".xml" else "ort"
         predictor = load_predictor(backend, model=request.compare_model, score_thresh=None, threads=request.threads,
                                    mask_format="rle")
         in_process = measure_in_process(predictor, images, request.requests)

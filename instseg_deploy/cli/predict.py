@@ -187,10 +187,8 @@ def _inputs(words: list[str], camera: int | None, recursive: bool, out: Path) ->
                            "or --camera INDEX")
     found = expand_inputs(words, recursive)
     if found.other:
-        names = ", ".join(str(p) for p in found.other[:NAMED_OTHERS])
-        more = f" and {len(found.other) - NAMED_OTHERS} more" if len(found.other) > NAMED_OTHERS else ""
         console.print(f"[yellow]note:[/] {len(found.other)} file(s) neither image nor video, not predicted: "
-                      f"{escape(names)}{more}", highlight=False)
+                      f"{escape(_first_few(found.other, NAMED_OTHERS))}", highlight=False)
     images = [p for p in found.paths if not is_video(p)]
     videos = [p for p in found.paths if is_video(p)]
     _check_not_overwritten(out, images, videos)
@@ -316,9 +314,13 @@ def _until_interrupted(stream: Iterable, live: bool) -> Iterator:
 
 
 def _unread(failures: list[str], total: int) -> str:
-    names = ", ".join(failures[:NAMED_FAILURES])
-    more = f" and {len(failures) - NAMED_FAILURES} more" if len(failures) > NAMED_FAILURES else ""
-    return f"{len(failures)} of {total} input(s) could not be read: {names}{more}"
+    return f"{len(failures)} of {total} input(s) could not be read: {_first_few(failures, NAMED_FAILURES)}"
+
+
+def _first_few(items: list, limit: int) -> str:
+    """The first ``limit`` items, comma-separated, then how many more there are."""
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(str(item) for item in items[:limit]) + more
 
 
 def register(app: typer.Typer) -> None:

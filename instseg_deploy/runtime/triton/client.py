@@ -148,7 +148,7 @@ class TritonRunner:
     def run(self, images: list[np.ndarray]) -> list[Response]:
         if len(images) == 1:
             return [self.connection.infer(images[0])]
-        return list(self.pool.map(lambda image: self.connection.infer(image), images))
+        return list(self.pool.map(self.connection.infer, images))
 
 
 def instances_from_response(response: Response, score_thresh: float, mask_format: str) -> Instances:

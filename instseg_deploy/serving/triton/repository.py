@@ -32,6 +32,7 @@ from instseg_deploy.runtime.triton.contract import MAX_IMAGE_BYTES, METADATA_PAR
 from instseg_deploy.serving.triton.model_config import (
     KINDS,
     MODEL_NAME,
+    NET_FORMATS,
     NET_MODEL_PARAMETER,
     net_model_config,
     net_model_name,
@@ -79,13 +80,11 @@ def check_request(request: RepositoryRequest) -> None:
         raise ServingError(f"instance kind must be one of {', '.join(KINDS)}, got {request.kind!r}")
 
 
-def _copy_model(model: ModelFile, folder: Path, stem: str) -> str:
-    """Copy the exported file (and its companion) into ``folder`` as ``stem`` + suffix; its new name."""
+def _copy_model(model: ModelFile, folder: Path) -> str:
+    """Copy the exported file (and its companion) into ``folder`` under Triton's default name for its
+    format (model.onnx, model.xml + model.bin, model.plan + its sidecar); the new name."""
     folder.mkdir(parents=True, exist_ok=True)
-    suffix = {"onnx": ".onnx", "openvino": ".xml"}.get(model.format, model.path.suffix or ".engine")
-    if model.format == "engine" and stem == "model":
-        suffix = ".plan"  # Triton's tensorrt_plan default file name
-    target = folder / f"{stem}{suffix}"
+    target = folder / NET_FORMATS[model.format].files[0]
     shutil.copyfile(model.path, target)
     if model.format == "openvino":
         shutil.copyfile(model.path.with_suffix(".bin"), target.with_suffix(".bin"))
@@ -128,12 +127,12 @@ def write_repository(request: RepositoryRequest) -> Path:
                       "max_image_bytes": str(request.max_image_bytes)}
         backend = request.backend or _BACKEND_OF_FORMAT[model.format]
         if request.flavour == "python":
-            parameters.update(backend=backend, model_file=_copy_model(model, version, "model"),
+            parameters.update(backend=backend, model_file=_copy_model(model, version),
                               threads=str(request.threads))
         else:
             net = net_model_name(request.name)
             parameters[NET_MODEL_PARAMETER] = net
-            _copy_model(model, staging / net / "1", "model")
+            _copy_model(model, staging / net / "1")
             (staging / net / "config.pbtxt").write_text(net_model_config(net, model, request.instances,
                                                                          kind=request.kind), encoding="utf-8")
         # The Python model runs TensorRT itself in the python flavour; pre/post-processing is CPU work.

@@ -52,5 +52,5 @@ def response_from_instances(instances: Instances, class_names: tuple[str, ...]) 
     """One image's detections as the served outputs: masks as COCO RLE counts (never dense)."""
     rles = as_format(instances, "rle")
     return Response(instances.boxes, instances.scores, instances.classes, tuple(instances.image_size),
-                    [r["counts"] if isinstance(r["counts"], str) else r["counts"].decode("ascii") for r in rles],
+                    [r["counts"] for r in rles],  # processing.masks gives str counts
                     [class_names[int(c)] for c in instances.classes])
