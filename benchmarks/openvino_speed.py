@@ -71,28 +71,26 @@ def model_speed(fp32: Path, int8: Path, threads: int, rounds: int) -> str:
     return markdown(result) + f"\n\nModel-only p50 speed-up over ORT FP32 (same run): {ratios}.\n"
 
 
-def whole_eval(threads: int) -> str:
-    """Every backend predicts each fixture val image in turn; totals and AP per backend."""
-    import tempfile
-
+def whole_eval(threads: int, work: Path) -> str:
+    """Every backend predicts each fixture val image in turn; totals and AP per backend. The INT8 rows
+    run the fixture model's INT8 QDQ file (benchmarks/openvino_parity.py makes both files)."""
     from interleaved_eval import predict_interleaved
+    from openvino_parity import models as fixture_models
 
     from instseg_deploy.data.coco import load_coco_dataset
     from instseg_deploy.demo_data import DEMO_DATA
-    from instseg_deploy.export.onnx_export import export_onnx
     from instseg_deploy.runtime.factory import load_predictor
-    from instseg_deploy.runtime.torch_model import load_model
 
-    model_dir, val = DEMO_DATA / "shapes_r50", DEMO_DATA / "shapes_val"
+    val = DEMO_DATA / "shapes_val"
     dataset = load_coco_dataset(val / "images", val / "annotations.json")
-    with tempfile.TemporaryDirectory() as tmp:
-        net, cfg = load_model(model_dir / "config.yaml", model_dir / "model_final.pkl")
-        onnx_path = export_onnx(net, cfg, Path(tmp) / "fixture.onnx").path
-        every = {"model": onnx_path, "threads": threads, "score_thresh": None}  # AP needs every detection
-        predictors = {"ort fp32": load_predictor("ort", **every),
-                      "openvino f32": load_predictor("openvino", precision="f32", **every),
-                      "openvino bf16": load_predictor("openvino", precision="bf16", **every)}
-        run = predict_interleaved(predictors, dataset)
+    fp32, int8 = fixture_models(work / "fixture")
+    every = {"threads": threads, "score_thresh": None}  # AP needs every detection
+    predictors = {"ort fp32": load_predictor("ort", model=fp32, **every),
+                  "openvino f32": load_predictor("openvino", model=fp32, precision="f32", **every),
+                  "openvino bf16": load_predictor("openvino", model=fp32, precision="bf16", **every),
+                  "ort int8": load_predictor("ort", model=int8, **every),
+                  "openvino int8": load_predictor("openvino", model=int8, **every)}
+    run = predict_interleaved(predictors, dataset)
     ap, seconds = run.ap(dataset), run.seconds
     lines = ["| backend | eval s (100 images) | speed-up vs ORT | bbox AP | segm AP | detections |",
              "|---|---|---|---|---|---|"]
@@ -119,7 +117,7 @@ def main() -> None:
         print("### R50-FPN-3x architecture, 800x1333, model only\n")
         print(model_speed(fp32, int8, args.threads, args.rounds))
     print("### Fixture model, whole eval on its val set (100 images), interleaved per image\n")
-    print(whole_eval(args.threads))
+    print(whole_eval(args.threads, args.work))
 
 
 if __name__ == "__main__":

@@ -41,8 +41,9 @@ OPENVINO_SUMMARY = (
     "Measured by `benchmarks/openvino_parity.py` and `benchmarks/openvino_speed.py`: see [OPENVINO.md](OPENVINO.md). "
     "On this project's 2-core AMD EPYC (AVX-512, VNNI, BF16; no AMX): OpenVINO f32 matches ORT FP32 detection for "
     "detection (identical AP on the fixture val set and 300 generated images); bf16 within 0.2 AP; INT8 within 0.5 "
-    "AP of f32 with its detection count within 1.5% of ORT's. R50-FPN-3x at 800x1333, model only, over ORT FP32: "
-    "OpenVINO bf16 2.37x, INT8 2.42x, f32 1.05x (ORT INT8 1.74x)."
+    "AP of f32 (+0.44 / -0.02 bbox / segm on the fixture val set) with its detection count within 0.3% of ORT's on "
+    "the same file. R50-FPN-3x at 800x1333, model only, over ORT FP32 in one interleaved run: OpenVINO INT8 2.59x, "
+    "bf16 2.30x, f32 1.00x (ORT INT8 1.73x)."
 )
 
 

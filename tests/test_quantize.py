@@ -26,7 +26,7 @@ from instseg_deploy.quantize.fp16 import convert_fp16
 from instseg_deploy.quantize.qdq import QuantizeSettings, quantize_int8
 from instseg_deploy.quantize.qdq_layout import dedicate_qdq_pairs
 from instseg_deploy.quantize.sensitivity import output_error
-from instseg_deploy.quantize.stages import SENSITIVE_LAYERS, stage_of
+from instseg_deploy.quantize.stages import FLOAT_OUTPUT_OP_TYPES, QUANTIZED_OP_TYPES, SENSITIVE_LAYERS, stage_of
 from instseg_deploy.runtime.factory import load_predictor
 
 runner = CliRunner()
@@ -127,25 +127,33 @@ def test_int8_has_qdq_around_convs_and_keeps_sensitive_nodes_float(int8_model, e
     model = onnx.load(str(report.path))
     producers, _ = _graph_maps(model)
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    convs = {n.name: n for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")}
+    convs = {n.name: n for n in model.graph.node if n.op_type in QUANTIZED_OP_TYPES}
     quantized = [name for name, n in convs.items()
                  if n.input[0] in producers and producers[n.input[0]].op_type == "DequantizeLinear"]
     assert sorted(quantized) == sorted(report.quantized)
     assert any("bottom_up" in q for q in quantized) and any("mask_head/mask_fcn" in q for q in quantized)
     assert any("box_head/fc1" in q for q in quantized) and any("fpn_output" in q for q in quantized)
+    assert any("mask_head/deconv" in q for q in quantized)
+    _, consumers = _graph_maps(model)
+    for node in model.graph.node:
+        if node.op_type in FLOAT_OUTPUT_OP_TYPES:  # quantized inputs, float output
+            assert not any(c.op_type == "QuantizeLinear" for c in consumers.get(node.output[0], [])), node.name
     for name in report.quantized:
         node = convs[name]
         weight_dq = producers[node.input[1]]
         assert weight_dq.op_type == "DequantizeLinear"
         scale, zero = inits[weight_dq.input[1]], inits[weight_dq.input[2]]
-        out_channels = inits[weight_dq.input[0]].shape[0]
+        axis = 1 if node.op_type == "ConvTranspose" else 0  # a ConvTranspose's weight is (in, out, kh, kw)
+        out_channels = inits[weight_dq.input[0]].shape[axis]
         assert scale.shape == (out_channels,), name  # per-channel weights
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in weight_dq.attribute}
+        assert attributes.get("axis", 1) == axis, name  # DequantizeLinear's axis defaults to 1
         assert zero.dtype == np.int8 and not zero.any()  # symmetric weights
         act_zero = inits[producers[node.input[0]].input[2]]
         assert act_zero.dtype == np.int8 and not act_zero.any(), name  # symmetric int8 activations
     source = onnx.load(str(exported_onnx["raw"]), load_external_data=False)
     for node in source.graph.node:
-        if node.op_type not in ("Conv", "Gemm", "MatMul"):
+        if node.op_type not in QUANTIZED_OP_TYPES:
             continue
         sensitive = stage_of(node.name) is None or any(s in node.name for s in SENSITIVE_LAYERS) \
             or re.search(USER_EXCLUDE, node.name)
@@ -422,7 +430,7 @@ def test_the_stem_activation_before_relu_and_maxpool_stays_float():
     assert float_pre_pool_activations(other) == [] and len(other.graph.node) == 5
 
 
-def test_int8_file_runs_in_openvino_as_in_onnx_runtime(int8_model, val_images):
+def test_int8_file_runs_in_openvino_as_in_onnx_runtime(int8_model):
     """OpenVINO mis-computed the stem's Q/DQ (detections +50%); the file keeps that activation float."""
     pytest.importorskip("openvino", reason="openvino is not installed")
     from instseg_deploy.model_file.metadata import FLOAT_PRE_POOL_KEY
@@ -434,7 +442,9 @@ def test_int8_file_runs_in_openvino_as_in_onnx_runtime(int8_model, val_images):
     ort = load_predictor("ort", model=report.path, score_thresh=None)  # counted at the file's own threshold
     openvino = load_predictor("openvino", model=report.path, threads=2, score_thresh=None)
     assert openvino.runner.precision == "f32"  # an INT8 file's float parts run f32, not bf16
-    images = [cv2.imread(str(p)) for p in val_images]
+    # The whole val set, as the acceptance counts: on a few images a 5% criterion is a few detections
+    # (90 vs 83 on 4 images, 359 vs 341 on 12; 3895 vs 3887 on all 100 with this 3-image calibration).
+    images = [cv2.imread(str(p)) for p in sorted((DEMO_DATA / "shapes_val" / "images").glob("*.jpg"))]
     found_ort = sum(len(r) for r in ort.predict(images))
     found_openvino = sum(len(r) for r in openvino.predict(images))
     assert abs(found_openvino - found_ort) <= 0.05 * found_ort, (found_ort, found_openvino)

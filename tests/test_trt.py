@@ -595,6 +595,18 @@ def test_export_command_writes_engine_and_sidecar_with_fake_tensorrt(tiny_onnx, 
     assert sorted(p.name for p in out.parent.iterdir()) == ["model.engine", "model.engine.json"]
 
 
+def test_batched_engines_warn_about_the_nms_candidate_limit(tiny_onnx, tmp_path, fake_l4_export, caplog):
+    """FakeTensorRT (our calls): a profile allowing batch > 1 warns about INMSLayer's 5000-box limit."""
+    for batch, warned in (("1:2:4", True), ("1", False)):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger=engine_export.__name__):
+            export_trt_engine(TrtExportRequest(tmp_path / f"b{batch[-1]}.engine", model=tiny_onnx, fp16=True,
+                                               batch=batch, size="64x64:320x320:448x448",
+                                               plugin_lib=fake_l4_export[1]))
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("up to 4 images" in m and "only the 5000 best" in m for m in messages) is warned, messages
+
+
 def test_export_cli_builds_the_request_and_shows_the_build(tiny_onnx, tmp_path, fake_l4_export):
     """`instseg export --to trt` on FakeTensorRT: the flags reach the request, the summary names the files."""
     fake, library = fake_l4_export
@@ -897,8 +909,16 @@ def test_fp16_engine_ap_within_0_1_of_onnx_runtime(engines, ort_reference, d2_di
         assert abs(ap[iou_type] - reference_ap[iou_type]) <= 0.1, (iou_type, ap, reference_ap)
 
 
+def _installed_trt_api():
+    import tensorrt
+
+    return trt_util.tensorrt_api(tensorrt.__version__)
+
+
 @needs_trt_and_gpu
 def test_int8_calibrated_engine_ap_within_0_5_of_onnx_runtime(engines, ort_reference, d2_dir):
+    if _installed_trt_api().strongly_typed:
+        pytest.skip("TensorRT 11 has no implicit INT8 calibration (the refusal is tested below)")
     _, reference_ap = ort_reference
     ap = _ap(_trt_predictor(engines("raw", "int8-calib")), d2_dir)
     for iou_type in ("bbox", "segm"):
@@ -906,8 +926,21 @@ def test_int8_calibrated_engine_ap_within_0_5_of_onnx_runtime(engines, ort_refer
 
 
 @needs_trt_and_gpu
+def test_implicit_calibration_is_refused_on_tensorrt_11(exported_onnx, tmp_path):
+    """--int8 --calib on 11.x: refused before any build, naming the commands that make and build a Q/DQ model."""
+    if not _installed_trt_api().strongly_typed:
+        pytest.skip("TensorRT 10 still has implicit INT8 calibration (tested above)")
+    out = tmp_path / "calibrated.engine"
+    with pytest.raises(InstsegError, match="instseg quantize --model .* --calib"):
+        export_trt_engine(TrtExportRequest(out, model=exported_onnx["raw"], int8=True,
+                                           calib=DEMO_DATA / "shapes_val" / "images"))
+    assert not out.exists()
+
+
+@needs_trt_and_gpu
 def test_int8_qdq_engine_ap_within_0_5_of_onnx_runtime(exported_onnx, ort_reference, d2_dir, tmp_path):
-    """Explicit INT8: the Q/DQ model `instseg quantize` writes, built with --fp16 (INT8 implied)."""
+    """Explicit INT8: the Q/DQ model `instseg quantize` writes. 10.x builds it with --fp16 (INT8
+    implied, FP16 for the float parts); 11.x builds it strongly typed, its types deciding."""
     from instseg_deploy.data.calibration import calibration_images
     from instseg_deploy.quantize.qdq import quantize_int8
 
@@ -915,9 +948,12 @@ def test_int8_qdq_engine_ap_within_0_5_of_onnx_runtime(exported_onnx, ort_refere
     quantize_int8(exported_onnx["raw"], qdq, calibration_images(images=DEMO_DATA / "shapes_val" / "images",
                                                                  num_images=32))
     engine = tmp_path / "model.int8.engine"
-    export_trt_engine(TrtExportRequest(engine, model=qdq, fp16=True, batch="1:1:2"))
+    strongly_typed = _installed_trt_api().strongly_typed
+    export_trt_engine(TrtExportRequest(engine, model=qdq, fp16=not strongly_typed, batch="1:1:2"))
     sidecar = read_sidecar(engine)
-    assert sidecar["int8_mode"] == "explicit" and sidecar["builder_flags"] == ["INT8", "FP16"]
+    assert sidecar["int8_mode"] == "explicit"
+    assert sidecar["builder_flags"] == ([] if strongly_typed else ["INT8", "FP16"])
+    assert sidecar["strongly_typed"] is strongly_typed
     _, reference_ap = ort_reference
     ap = _ap(_trt_predictor(engine), d2_dir)
     for iou_type in ("bbox", "segm"):

@@ -4,6 +4,7 @@ or a foreign custom-domain node fails by name; `instseg doctor --model` prints t
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import onnx
@@ -89,7 +90,7 @@ def test_input_type_custom_domain_and_opset_problems():
     problems = check_graph(plugin, 10)
     assert [(p.node, p.op) for p in problems] == [("", ""), ("pool", f"{ONNX_DOMAIN}::{OP_TYPE}")]
     assert "opset 21" in problems[0].reason and "'7'" in problems[1].reason
-    assert [p.node for p in check_graph(plugin, 11)] == ["pool"]  # 11's table reaches opset 24
+    assert [p.node for p in check_graph(plugin, 11)] == ["pool"]  # 11.x reaches opset 25
 
 
 def test_unknown_trt_version_is_a_user_error():
@@ -102,6 +103,9 @@ def test_doctor_model_prints_problems_and_exits_1(exported_onnx, tmp_path):
     assert good.exit_code == 0, good.output
     assert "TensorRT 10.x: " in good.output and "TensorRT 11.x: " in good.output
     assert "every node parses" in good.output
+    # Each line names its table; 11.x's says which release notes' parser changes it carries.
+    line_10, line_11 = (line for line in good.output.splitlines() if "nodes checked" in line)
+    assert "release notes" not in line_10 and "parser changes of the 11.0, 11.2, 11.5 release notes" in line_11
 
     proto = onnx.load(str(exported_onnx["raw"]))
     proto.graph.node.append(helper.make_node("Unique", [proto.graph.input[0].name], ["u"], name="deliberately_unique"))
@@ -114,3 +118,23 @@ def test_doctor_model_prints_problems_and_exits_1(exported_onnx, tmp_path):
 
     wrong = runner.invoke(app, ["doctor", "--model", str(bad_path), "--trt-version", "9"])
     assert wrong.exit_code == 2 and "error: --trt-version" in wrong.output
+
+
+def test_release_changes_are_applied_once_and_recorded():
+    from instseg_deploy.export.trt.onnx_tensorrt_ops.refresh import RELEASE_CHANGES, apply_release_changes
+
+    doc = {"opset": [9, 24], "ops": {"Swish": {"supported": False, "types": [], "notes": ""}}}
+    once = apply_release_changes(json.loads(json.dumps(doc)), 11)
+    twice = apply_release_changes(json.loads(json.dumps(once)), 11)
+    assert once == twice and once["opset"] == [9, 25] and once["ops"]["Swish"]["supported"]
+    assert [c["release"] for c in once["release_changes"]] == [c["release"] for c in RELEASE_CHANGES[11]]
+    # The shipped 11.x table carries them; 10.x has none to apply.
+    shipped = load_table(11)
+    assert shipped["ops"]["Swish"]["supported"] and shipped["opset"] == [9, 25] and shipped["release_changes"]
+    assert apply_release_changes({"opset": [9, 20], "ops": {}}, 10) == {"opset": [9, 20], "ops": {},
+                                                                       "release_changes": []}
+    # A Swish node (opset 24) passes at 11; at 10 both the op and the opset are reported.
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    swish = _small_model([helper.make_node("Swish", ["x"], ["y"], name="swish")], [x], opsets=(("", 24),))
+    assert check_graph(swish, 11) == []
+    assert [p.node for p in check_graph(swish, 10)] == ["", "swish"]

@@ -193,8 +193,10 @@ def print_parsability(model: Path, trt_versions: list[int]) -> bool:
         report = check(model, major)
         ops = ", ".join(f"{op} {n}" for op, n in report.op_counts.most_common())
         untyped = f", {report.untyped} with unknown input types (op checked only)" if report.untyped else ""
+        changes = report.table["release_changes"]
+        changed = f"; with the parser changes of the {', '.join(changes)} release notes" if changes else ""
         out.print(f"TensorRT {major}.x: {report.nodes_checked} nodes checked{untyped} against onnx-tensorrt's "
-                  f"operator table ({report.table['revision']})", markup=False)
+                  f"operator table ({report.table['revision']}{changed})", markup=False)
         out.print(f"  ops: {ops}", markup=False)
         for p in report.problems:
             out.print(f"  problem: node {p.node or '(graph)'} [{p.op or '-'}]: {p.reason}", markup=False)

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from instseg_deploy.cli.common import console, progress_bar, rate_text, user_errors
 from instseg_deploy.errors import InstsegError
+from instseg_deploy.quantize.stages import QUANTIZED_OP_TYPES
 
 EXAMPLES = """
 Examples:
@@ -66,8 +67,9 @@ def _run_int8(*, model: Path, out: Path, images: list[Path], settings, cache: Pa
     calib = report.calibration
     skipped = f", {len(calib.skipped)} skipped" if calib.skipped else ""
     source = f"reused cache {report.cache_path}" if calib.cache_reused else f"cache {report.cache_path}"
+    layers = "/".join(QUANTIZED_OP_TYPES)
     Console().print(f"wrote {report.path} ({report.path.stat().st_size / 2**20:.1f} MiB, int8 QDQ, "
-                    f"{settings.activations} activations): {len(report.quantized)} Conv/Gemm/MatMul quantized, "
+                    f"{settings.activations} activations): {len(report.quantized)} {layers} quantized, "
                     f"{len(report.kept_float)} kept float; calibrated on {calib.images_used} images{skipped} "
                     f"({settings.method}; {source}) in {report.seconds:.0f} s", highlight=False, soft_wrap=True)
 

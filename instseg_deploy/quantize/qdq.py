@@ -7,7 +7,7 @@ cupy) that displaces the CPU onnxruntime, and puts Q/DQ on inputs only -- a plac
 Runtime's CPU provider cannot fuse into integer kernels (0 of 80 convs), so no CPU speed-up.
 
 TensorRT-compatible placement by default: symmetric INT8 activations (zero point 0),
-per-channel symmetric INT8 weights, Q/DQ on the inputs (and outputs) of Conv/Gemm/MatMul
+per-channel symmetric INT8 weights, Q/DQ on the inputs (and outputs) of Conv/ConvTranspose/Gemm/MatMul
 inside the network stages. Post-processing (anchor decoding, top-k, NMS, RoIAlign, mask
 pasting) and the sensitive prediction layers (``stages.SENSITIVE_LAYERS``) stay float.
 """
@@ -31,6 +31,7 @@ from instseg_deploy.quantize.cache import file_digest, load_ranges, save_ranges
 from instseg_deploy.quantize.calibration import images_digest, reader_for_model
 from instseg_deploy.quantize.model_io import read_source_model, write_converted
 from instseg_deploy.quantize.stages import (
+    FLOAT_OUTPUT_OP_TYPES,
     QUANTIZED_OP_TYPES,
     compile_patterns,
     float_nodes,
@@ -78,7 +79,7 @@ class CalibrationResult:
 class QuantizeReport:
     path: Path
     quantized: list[str]  # node names with Q/DQ inputs
-    kept_float: list[str]  # Conv/Gemm/MatMul nodes left in float
+    kept_float: list[str]  # Conv/ConvTranspose/Gemm/MatMul nodes left in float
     calibration: CalibrationResult
     cache_path: Path | None
     seconds: float
@@ -128,7 +129,7 @@ def calibrate(model_path: str | os.PathLike, meta: dict, input_names: list[str],
               settings: QuantizeSettings, cache_path: str | os.PathLike | None = None,
               on_image: Callable[[int, int], None] | None = None,
               on_skip: Callable[[Path, str], None] | None = None) -> CalibrationResult:
-    """Activation ranges of every Conv/Gemm/MatMul input and output over ``images``.
+    """Activation ranges of every Conv/ConvTranspose/Gemm/MatMul input and output over ``images``.
 
     Reuses ``cache_path`` when it holds ranges for the same model, images and method; writes it
     otherwise. One image per run, so memory stays bounded at any input size.
@@ -200,7 +201,8 @@ def quantize_int8(model: str | os.PathLike, out: str | os.PathLike, images: list
         wanted = set(only_nodes)
         candidates = [name for name in candidates if name in wanted]
     if not candidates:
-        raise NothingToQuantize("nothing left to quantize: every Conv/Gemm/MatMul is excluded (see --exclude)")
+        raise NothingToQuantize(f"nothing left to quantize: every {'/'.join(QUANTIZED_OP_TYPES)} is excluded "
+                                "(see --exclude)")
     input_names = [i.name for i in proto.graph.input]
     del proto  # the quantizer reloads the file with shape inference
     calib = calibrate(model, meta, input_names, images, settings, cache_path, on_image, on_skip)
@@ -216,7 +218,8 @@ def quantize_int8(model: str | os.PathLike, out: str | os.PathLike, images: list
                         op_types_to_quantize=list(QUANTIZED_OP_TYPES), nodes_to_quantize=candidates,
                         calibrate_method=_ort_method(settings.method),
                         extra_options={"ActivationSymmetric": int8, "WeightSymmetric": True,
-                                       "MatMulConstBOnly": True})
+                                       "MatMulConstBOnly": True,
+                                       "OpTypesToExcludeOutputQuantization": list(FLOAT_OUTPUT_OP_TYPES)})
         quantized = onnx.load(str(quantized_path))
     if int8:
         dedicate_qdq_pairs(quantized)  # so that ONNX Runtime's x86 kernels fuse it (see qdq_layout)

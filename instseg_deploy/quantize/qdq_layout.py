@@ -10,7 +10,7 @@ residual Add), which leaves every such consumer conv in float.
 This pass gives each quantized consumer its own Q/DQ pair (same zero point, the scale moved by
 one float32 ulp so that common-subexpression elimination does not merge the pairs back) and
 lets float consumers -- residual Adds, FPN upsampling, RoIAlign -- read the unquantized tensor,
-as in the FP32 model. Conv/Gemm/MatMul inputs are quantized exactly as before; TensorRT reads
+as in the FP32 model. Conv/ConvTranspose/Gemm/MatMul inputs are quantized exactly as before; TensorRT reads
 the same graph (its Q/DQ fusions do not need the float consumers quantized).
 """
 
@@ -18,21 +18,13 @@ from __future__ import annotations
 
 import numpy as np
 
-QUANTIZED_CONSUMERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-
-
-def _consumers(graph) -> dict[str, list]:
-    found: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            found.setdefault(name, []).append(node)
-    return found
-
-
-def _replace_input(node, old: str, new: str) -> None:
-    for i, name in enumerate(node.input):
-        if name == old:
-            node.input[i] = new
+from instseg_deploy.model_file.onnx_edit import (
+    INTEGER_LAYER_OPS,
+    consumers_of,
+    prune_dead_qdq,
+    replace_input,
+    sort_topologically,
+)
 
 
 def _nudged_scale(scale: np.ndarray, steps: int) -> np.ndarray:
@@ -49,7 +41,7 @@ def dedicate_qdq_pairs(model) -> tuple[int, int]:
 
     graph = model.graph
     producers = {out: node for node in graph.node for out in node.output}
-    consumers = _consumers(graph)
+    consumers = consumers_of(graph)
     initializers = {init.name: init for init in graph.initializer}
     added_nodes, rewired, added = [], 0, 0
     for dq in list(graph.node):
@@ -57,12 +49,12 @@ def dedicate_qdq_pairs(model) -> tuple[int, int]:
         if q is None or q.op_type != "QuantizeLinear" or len(q.input) < 3 or q.input[1] not in initializers:
             continue  # weights (DQ of an initializer) and unusual pairs are left alone
         users = consumers.get(dq.output[0], [])
-        quantized = [u for u in users if u.op_type in QUANTIZED_CONSUMERS]
+        quantized = [u for u in users if u.op_type in INTEGER_LAYER_OPS]
         if len(users) <= 1 or not quantized:
             continue
         for user in users:
-            if user.op_type not in QUANTIZED_CONSUMERS:
-                _replace_input(user, dq.output[0], q.input[0])  # float consumer reads the float tensor
+            if user.op_type not in INTEGER_LAYER_OPS:
+                replace_input(user, dq.output[0], q.input[0])  # float consumer reads the float tensor
                 rewired += 1
         scale = numpy_helper.to_array(initializers[q.input[1]])
         for k, user in enumerate(quantized[1:], start=1):
@@ -73,56 +65,13 @@ def dedicate_qdq_pairs(model) -> tuple[int, int]:
                                                 name=f"{q.name}_dedicated{k}"))
             added_nodes.append(helper.make_node("DequantizeLinear", [q_out, scale_name, dq.input[2]], [dq_out],
                                                 name=f"{dq.name}_dedicated{k}"))
-            _replace_input(user, dq.output[0], dq_out)
+            replace_input(user, dq.output[0], dq_out)
             added += 1
     if added_nodes:
         graph.node.extend(added_nodes)
-    _prune_dead_qdq(graph)
-    _sort_topologically(graph)
+    prune_dead_qdq(graph)
+    sort_topologically(graph)
     return rewired, added
-
-
-def _prune_dead_qdq(graph) -> None:
-    """Drop Q/DQ nodes whose outputs nothing reads any more."""
-    outputs = {o.name for o in graph.output}
-    while True:
-        used = {name for node in graph.node for name in node.input} | outputs
-        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
-                and not any(o in used for o in n.output)]
-        if not dead:
-            return
-        for node in dead:
-            graph.node.remove(node)
-
-
-def _sort_topologically(graph) -> None:
-    """ONNX requires nodes in topological order; new pairs were appended at the end."""
-    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
-    producer_of = {out: i for i, node in enumerate(graph.node) for out in node.output}
-    nodes = list(graph.node)
-    order, placed = [], [False] * len(nodes)
-
-    def place(i: int) -> None:
-        # Iterative depth-first placement of a node after its inputs' producers (graphs are deep).
-        todo = [(i, False)]
-        while todo:
-            idx, expanded = todo.pop()
-            if placed[idx]:
-                continue
-            if expanded:
-                placed[idx] = True
-                order.append(nodes[idx])
-                continue
-            todo.append((idx, True))
-            for name in nodes[idx].input:
-                p = producer_of.get(name)
-                if name not in available and p is not None and not placed[p]:
-                    todo.append((p, False))
-
-    for i in range(len(nodes)):
-        place(i)
-    del graph.node[:]
-    graph.node.extend(order)
 
 
 def float_pre_pool_activations(model) -> list[str]:
@@ -137,7 +86,7 @@ def float_pre_pool_activations(model) -> list[str]:
     """
     graph = model.graph
     producers = {out: node for node in graph.node for out in node.output}
-    consumers = _consumers(graph)
+    consumers = consumers_of(graph)
     kept_float = []
     for q in list(graph.node):
         source = producers.get(q.input[0]) if q.op_type == "QuantizeLinear" else None
@@ -152,7 +101,7 @@ def float_pre_pool_activations(model) -> list[str]:
         if not all(c.op_type == "MaxPool" for r in relus for c in consumers.get(r.output[0], [])):
             continue
         for relu in relus:
-            _replace_input(relu, dqs[0].output[0], q.input[0])
+            replace_input(relu, dqs[0].output[0], q.input[0])
         kept_float.append(source.name)
-    _prune_dead_qdq(graph)
+    prune_dead_qdq(graph)
     return kept_float

@@ -145,7 +145,7 @@ def load_openvino_runner(path: str | os.PathLike, settings: OpenVinoSettings | N
                            "mis-computes (the stem's Q/DQ before Relu -> MaxPool: about 4 AP lost); quantize the "
                            "FP32 model again with `instseg quantize`")
     core = ov.Core()
-    model = read_openvino_model(core, path)
+    model = read_openvino_model(core, path, model_file.graph)
     precision = resolve_precision(settings.precision, cpu_capabilities(core))
     if meta.get("precision", "fp32") != "fp32" and precision == "bf16":
         # An INT8 (or FP16) file already chose its precisions; bf16 on top would change them.
@@ -177,9 +177,33 @@ def openvino_model_file(path: Path, needs_metadata: bool = True) -> ModelFile:
     return model_file
 
 
-def read_openvino_model(core, path: Path):
-    """``core.read_model`` with one-line errors (a truncated .bin, a broken .xml, a foreign file)."""
+def read_openvino_model(core, path: Path, graph: Any = None):
+    """``core.read_model`` with one-line errors (a truncated .bin, a broken .xml, a foreign file).
+
+    ``graph``: the file's ONNX ModelProto when it is one. A Q/DQ graph is read in the layout
+    OpenVINO fuses (``runtime.openvino_qdq``), from memory; the file itself is not changed.
+    """
+    source: str | bytes = str(path)
+    if graph is not None and _is_inline_qdq(graph):
+        from onnx import ModelProto
+
+        from instseg_deploy.runtime.openvino_qdq import drop_float_only_output_pairs, share_qdq_pairs
+
+        layout = ModelProto()
+        layout.CopyFrom(graph)
+        merged, dropped = share_qdq_pairs(layout), drop_float_only_output_pairs(layout)
+        log.debug("%s: %d copies of a Q/DQ pair merged, %d output pairs only float layers read dropped",
+                  path, merged, dropped)
+        source = layout.SerializeToString()
     try:
-        return core.read_model(str(path))
+        return core.read_model(source)
     except RuntimeError as e:
         raise InstsegError(f"OpenVINO cannot read {path}: {error_line(e)}") from None
+
+
+def _is_inline_qdq(graph) -> bool:
+    """A Q/DQ ONNX graph whose weights are inside the ModelProto (not in external data files)."""
+    from onnx import TensorProto
+
+    return any(n.op_type == "QuantizeLinear" for n in graph.graph.node) and \
+        not any(i.data_location == TensorProto.EXTERNAL for i in graph.graph.initializer)

@@ -11,6 +11,7 @@ build takes its precision from the ONNX), parse, build and the atomic writes. Pr
 from __future__ import annotations
 
 import hashlib
+import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,12 @@ from instseg_deploy.runtime.trt.plugin_library import find_plugin_library
 from instseg_deploy.runtime.trt.profiles import ShapeRange, input_profiles, profiles_json, resolve_image_range
 from instseg_deploy.runtime.trt.sidecar import current_device_info
 from instseg_deploy.runtime.trt.util import import_tensorrt, tensorrt_api
+
+log = logging.getLogger(__name__)
+
+# TensorRT's INMSLayer considers at most this many boxes per batch item, and our graph runs NMS on
+# the whole batch as one item (export/trt/NMS.md): an engine is exact only while a batch has fewer.
+NMS_CANDIDATE_LIMIT = 5000
 
 ONNX_STAGE = "export-onnx"  # tracing the checkpoint to a temporary ONNX file
 FP16_STAGE = "convert-fp16"  # TensorRT 11.x: the FP16 ONNX a strongly typed build needs
@@ -175,6 +182,12 @@ def export_trt_engine(request: TrtExportRequest, progress: EngineExportProgress 
             fp16_converter(onnx_path, fp16_path)
             onnx_path, source = fp16_path, f"{source} (converted to FP16 as `instseg quantize --fp16` does)"
         profiles = input_profiles(image_range, list(meta["inputs"]))
+        if image_range.max[0] > 1:
+            log.warning("this engine takes batches of up to %d images; TensorRT's NMS keeps only the %d best of "
+                        "each NMS call's candidates and this graph's NMS covers the whole batch, so batches whose "
+                        "images have more than %d candidates together (at 800x1333, about one image's RPN "
+                        "proposals) may lose proposals: batch 1 is exact (export/trt/NMS.md)",
+                        image_range.max[0], NMS_CANDIDATE_LIMIT, NMS_CANDIDATE_LIMIT)
         build = BuildRequest(onnx_path, meta, profiles, plan, request.workspace_bytes, request.timing_cache, library,
                              calib_paths)
         if progress is not None:

@@ -60,7 +60,7 @@ class Problem:
 @dataclass
 class ParsabilityReport:
     trt_major: int
-    table: dict[str, Any]  # the JSON's provenance fields (source, revision, read_on, note)
+    table: dict[str, Any]  # the JSON's provenance (source, revision, read_on, note, release_changes)
     nodes_checked: int = 0
     untyped: int = 0  # nodes checked by op only: their data input's type is unknown
     op_counts: Counter = field(default_factory=Counter)
@@ -192,6 +192,7 @@ def check(model: str | os.PathLike | Any, trt_major: int) -> ParsabilityReport:
     table = load_table(trt_major)
     proto = model if hasattr(model, "graph") else read_onnx_metadata(model)[1]
     report = ParsabilityReport(trt_major, {k: table[k] for k in ("source", "revision", "read_on", "note")})
+    report.table["release_changes"] = [c["release"] for c in table.get("release_changes", [])]
     low, high = table["opset"]
     for opset in proto.opset_import:
         if opset.domain in ONNX_DOMAINS and not low <= opset.version <= high:

@@ -6,7 +6,10 @@
 
 The JSON keeps the table as written (op -> {supported, types, notes}) plus the opset range of its
 heading; ``AMENDMENTS`` are the few places where the same revision's importer accepts more than
-its table says, each with where that was read.
+its table says, each with where that was read. ``RELEASE_CHANGES`` are the parser changes that
+NVIDIA's release notes list for a major after the newest table that could be read (TensorRT 11.x
+has no readable table here: its JSON is the 10.15 table plus these); they are applied whenever
+that major's JSON is written, or alone with ``--apply-release-changes MAJOR``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,29 @@ AMENDMENTS: list[tuple[str, list[str], str]] = [
      "(notInvalidType(inputs.at(0), {\"UINT8\"})); onnxruntime's QDQ writes INT32 biases. Parse-time only: "
      "whether the builder takes an INT32 dequantize is not in the table or the parser"),
 ]
+# Parser changes listed by NVIDIA after the newest readable table, per TensorRT major, oldest first.
+# Each sets (op -> row fields) and/or the opset range; "source" says where it was read.
+_GITHUB_RELEASES = "github.com/NVIDIA/TensorRT releases (the OSS release notes)"
+RELEASE_CHANGES: dict[int, list[dict]] = {
+    11: [
+        {"release": "11.0", "source": f"{_GITHUB_RELEASES}, v11.0: 'Parsers: Added support for Swish operator'",
+         "ops": {"Swish": {"supported": True, "types": ["FP32", "FP16", "BF16"],
+                           "notes": "types not listed by the release note: ONNX Swish's float types"}}},
+        {"release": "11.2", "source": f"{_GITHUB_RELEASES}, v11.2: 'Added support for the DFT operator and 5D "
+                                      "GridSample operators'; TensorRT 11.2.1 release notes (docs.nvidia.com): "
+                                      "GridSample rank-5 input with FP32, FP16 and BF16, DFT through a cuFFT plugin",
+         "ops": {"DFT": {"supported": True, "types": ["FP32"],
+                         "notes": "through the FFTPlugin (cuFFT): C2C, R2C and C2R transforms"},
+                 "GridSample": {"supported": True, "types": ["FP32", "FP16", "BF16"],
+                                "notes": "Input must be 4D or 5D."}}},
+        {"release": "11.5", "source": "github.com/onnx/onnx-tensorrt release/11.5-GA notes: 'Added support for ONNX "
+                                      "opset 25' and 'Added support for Squeeze when axis input is omitted'; "
+                                      "docs.nvidia.com ONNX Opset Guide: TensorRT 11.x maximum opset 25, minimum 9",
+         "opset": [9, 25],
+         "ops": {"Squeeze": {"supported": True, "types": ["FP32", "FP16", "BF16", "INT32", "INT64", "BOOL"],
+                             "notes": "`axes`, when given, must be resolvable to a constant."}}},
+    ],
+}
 TYPO_FIXES = {"INF64": "INT64"}  # release/10.1-GA's ConstantOfShape row
 
 
@@ -61,15 +87,44 @@ def parse_operators_md(text: str) -> dict:
     return {"tensorrt": header.group(1), "opset": [int(header.group(2)), int(header.group(3))], "ops": ops}
 
 
+def apply_release_changes(doc: dict, major: int) -> dict:
+    """``doc`` with ``RELEASE_CHANGES[major]`` applied (row fields replaced, so applying twice is the same)."""
+    changes = RELEASE_CHANGES.get(major, [])
+    for change in changes:
+        for op, row in change.get("ops", {}).items():
+            doc["ops"][op] = dict(row)
+        if "opset" in change:
+            doc["opset"] = list(change["opset"])
+    doc["release_changes"] = [{"release": c["release"], "source": c["source"],
+                               "ops": sorted(c.get("ops", {})), "opset": c.get("opset")} for c in changes]
+    return doc
+
+
+def write_table(doc: dict) -> Path:
+    out = HERE / f"{doc['tensorrt_major']}.json"
+    out.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+    print(f"wrote {out}: {len(doc['ops'])} ops, opset {doc['opset'][0]}..{doc['opset'][1]}, "
+          f"{len(doc.get('release_changes', []))} release changes")
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("operators_md", type=Path)
-    parser.add_argument("--major", type=int, required=True, help="the TensorRT major version the file is for")
-    parser.add_argument("--source", required=True, help="where operators.md came from (repository or URL)")
-    parser.add_argument("--revision", required=True, help="tag / commit / release it was read at")
+    parser.add_argument("operators_md", type=Path, nargs="?")
+    parser.add_argument("--major", type=int, help="the TensorRT major version the file is for")
+    parser.add_argument("--source", help="where operators.md came from (repository or URL)")
+    parser.add_argument("--revision", help="tag / commit / release it was read at")
     parser.add_argument("--note", default="", help="anything a reader of the JSON must know about the source")
     parser.add_argument("--read-on", default=datetime.date.today().isoformat(), help="date it was read")
+    parser.add_argument("--apply-release-changes", type=int, metavar="MAJOR",
+                        help="apply RELEASE_CHANGES[MAJOR] to the existing MAJOR.json and stop")
     args = parser.parse_args(argv)
+    if args.apply_release_changes is not None:
+        path = HERE / f"{args.apply_release_changes}.json"
+        write_table(apply_release_changes(json.loads(path.read_text(encoding="utf-8")), args.apply_release_changes))
+        return
+    if args.operators_md is None or args.major is None or not args.source or not args.revision:
+        parser.error("operators_md, --major, --source and --revision are required")
     table = parse_operators_md(args.operators_md.read_text(encoding="utf-8"))
     amended = []
     for op, extra, why in AMENDMENTS:
@@ -79,9 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     doc = {"source": args.source, "revision": args.revision, "read_on": args.read_on, "note": args.note,
            "tensorrt_major": args.major, "table_heading_tensorrt": table["tensorrt"], "opset": table["opset"],
            "amendments": amended, "ops": table["ops"]}
-    out = HERE / f"{args.major}.json"
-    out.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n", encoding="utf-8")
-    print(f"wrote {out}: {len(table['ops'])} ops, opset {table['opset'][0]}..{table['opset'][1]}")
+    write_table(apply_release_changes(doc, args.major))
 
 
 if __name__ == "__main__":
