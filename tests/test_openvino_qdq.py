@@ -139,3 +139,43 @@ def test_output_pairs_only_float_layers_read_are_dropped():
     bound = np.abs(numpy_helper.to_array(model.graph.initializer[-1])).sum(axis=(1, 2, 3)).max() * 0.05 / 2
     assert 0 < np.abs(after - before).max() <= bound + 1e-5
     assert drop_float_only_output_pairs(model) == 0  # nothing left to drop
+
+
+def test_output_pairs_an_integer_layer_or_the_graph_reads_are_kept():
+    model = _conv_chain()
+    # conv2 reads conv1's output pair directly (no Relu between): that pair feeds an integer layer.
+    nodes = nodes_named(model)
+    nodes["conv2"].input[0] = "c1_dq"
+    model.graph.node.remove(nodes["r1_Q"])
+    model.graph.node.remove(nodes["r1_DQ"])
+    model.graph.node.remove(nodes["relu"])
+    model.graph.output.append(helper.make_tensor_value_info("c2_dq", TensorProto.FLOAT, [1, 4, 3, 3]))
+    assert drop_float_only_output_pairs(model) == 0  # c1's pair feeds conv2, c2's DQ is a graph output
+    assert {"c1_Q", "c1_DQ", "c2_Q", "c2_DQ"} <= set(nodes_named(model))
+
+
+def test_openvino_reads_a_qdq_file_in_its_layout_and_leaves_the_file_alone(tmp_path):
+    """read_openvino_model on a Q/DQ ONNX: OpenVINO gets the shared, dropped layout (fewer
+    FakeQuantize than the file as written), the caller's ModelProto is unchanged, results agree."""
+    ov = pytest.importorskip("openvino", reason="openvino is not installed")
+    from pathlib import Path
+
+    from instseg_deploy.runtime.openvino import read_openvino_model
+
+    model = _conv_chain()
+    path = tmp_path / "chain.onnx"
+    onnx.save(model, str(path))
+    before = model.SerializeToString()
+    core = ov.Core()
+    as_written = core.read_model(str(path))
+    laid_out = read_openvino_model(core, Path(path), model)
+    assert model.SerializeToString() == before
+
+    def fake_quantizes(m) -> int:
+        return sum(op.get_type_name() == "FakeQuantize" for op in m.get_ops())
+
+    assert fake_quantizes(as_written) == 4 and fake_quantizes(laid_out) == 2  # c1's and c2's output pairs gone
+    x = np.random.default_rng(4).normal(size=(1, 4, 3, 3)).astype(np.float32)
+    expected = _run(model, x)[0]
+    got = core.compile_model(laid_out, "CPU")({"x": x})[0]
+    assert np.abs(got - expected).max() <= 0.05  # the head reads conv2's float output instead of its int8 copy

@@ -138,3 +138,13 @@ def test_release_changes_are_applied_once_and_recorded():
     swish = _small_model([helper.make_node("Swish", ["x"], ["y"], name="swish")], [x], opsets=(("", 24),))
     assert check_graph(swish, 11) == []
     assert [p.node for p in check_graph(swish, 10)] == ["", "swish"]
+
+
+def test_release_changes_never_override_a_table_of_their_release_or_later():
+    from instseg_deploy.export.trt.onnx_tensorrt_ops.refresh import apply_release_changes
+
+    real_11_2 = {"table_heading_tensorrt": "11.2", "opset": [9, 24],
+                 "ops": {"GridSample": {"supported": True, "types": ["FP32"], "notes": "as the 11.2 table says"}}}
+    doc = apply_release_changes(real_11_2, 11)
+    assert [c["release"] for c in doc["release_changes"]] == ["11.5"]  # only what is newer than the table
+    assert doc["ops"]["GridSample"]["notes"] == "as the 11.2 table says" and doc["opset"] == [9, 25]

@@ -3,7 +3,8 @@
 The IR keeps the weights in f32 (OpenVINO's ``save_model`` would compress them to f16 by
 default) and carries the ONNX file's instseg metadata in its ``rt_info`` under the same key, so
 every command reads the IR as it reads the ``.onnx``. The inference precision (f32 or bf16) is
-chosen when the IR is compiled, not here.
+chosen when the IR is compiled, not here. An INT8 Q/DQ file is converted in the Q/DQ layout
+OpenVINO fuses (``runtime.openvino_qdq``), as ``--backend openvino`` reads it.
 """
 
 from __future__ import annotations

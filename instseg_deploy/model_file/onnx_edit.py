@@ -8,8 +8,12 @@ the topological order ONNX requires.
 from __future__ import annotations
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
-# Layers that run on integers when their input and weights come through Q/DQ.
+# Layers a backend can run on integers when their input and weights come through Q/DQ (OpenVINO and
+# TensorRT all four; ONNX Runtime's CPU provider has no integer ConvTranspose).
 INTEGER_LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# Two float32 scales at most this many ulps apart are one quantizer written more than once:
+# quantize.qdq_layout nudges its k-th copy of a pair by k ulps, and never makes more copies than this.
+SAME_SCALE_ULPS = 64
 
 
 def consumers_of(graph) -> dict[str, list]:

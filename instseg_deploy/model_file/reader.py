@@ -27,8 +27,8 @@ class ModelFile:
     """An exported model's self-description.
 
     ``metadata`` is None only for an ONNX file without instseg metadata (exported by another
-    tool); ``graph`` is the ONNX ModelProto without weights (None for engines); ``sidecar`` is
-    the engine's whole sidecar (None for ONNX).
+    tool); ``graph`` is the ONNX ModelProto with its inline weights but no external data (None
+    for engines); ``sidecar`` is the engine's whole sidecar (None for ONNX).
     """
 
     path: Path

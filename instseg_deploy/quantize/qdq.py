@@ -7,9 +7,10 @@ cupy) that displaces the CPU onnxruntime, and puts Q/DQ on inputs only -- a plac
 Runtime's CPU provider cannot fuse into integer kernels (0 of 80 convs), so no CPU speed-up.
 
 TensorRT-compatible placement by default: symmetric INT8 activations (zero point 0),
-per-channel symmetric INT8 weights, Q/DQ on the inputs (and outputs) of Conv/ConvTranspose/Gemm/MatMul
-inside the network stages. Post-processing (anchor decoding, top-k, NMS, RoIAlign, mask
-pasting) and the sensitive prediction layers (``stages.SENSITIVE_LAYERS``) stay float.
+per-channel symmetric INT8 weights, Q/DQ on the inputs (and, but for ConvTranspose, the outputs)
+of Conv/ConvTranspose/Gemm/MatMul inside the network stages. Post-processing (anchor decoding,
+top-k, NMS, RoIAlign, mask pasting) and the sensitive prediction layers (``stages.SENSITIVE_LAYERS``)
+stay float.
 """
 
 from __future__ import annotations

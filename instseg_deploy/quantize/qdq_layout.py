@@ -20,6 +20,7 @@ import numpy as np
 
 from instseg_deploy.model_file.onnx_edit import (
     INTEGER_LAYER_OPS,
+    SAME_SCALE_ULPS,
     consumers_of,
     prune_dead_qdq,
     replace_input,
@@ -50,8 +51,8 @@ def dedicate_qdq_pairs(model) -> tuple[int, int]:
             continue  # weights (DQ of an initializer) and unusual pairs are left alone
         users = consumers.get(dq.output[0], [])
         quantized = [u for u in users if u.op_type in INTEGER_LAYER_OPS]
-        if len(users) <= 1 or not quantized:
-            continue
+        if len(users) <= 1 or not quantized or len(quantized) > SAME_SCALE_ULPS + 1:
+            continue  # (more copies than SAME_SCALE_ULPS could not be told apart from distinct quantizers)
         for user in users:
             if user.op_type not in INTEGER_LAYER_OPS:
                 replace_input(user, dq.output[0], q.input[0])  # float consumer reads the float tensor

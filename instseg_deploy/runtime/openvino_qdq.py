@@ -16,8 +16,8 @@ mask deconvolution they took OpenVINO INT8 from 2.42x to 2.59x ONNX Runtime FP32
 f32 from +0.08 / -0.32 to +0.44 / -0.02 (bbox / segm, fixture val set; benchmarks/OPENVINO.md).
 
 Measured and not done: letting the residual Adds read the dequantized tensor
-(``onnxruntime.quantization``'s own placement) was faster still but cost 0.5 bbox AP on the fixture
-val set, and moving every float consumer (Resize, RoIAlign) changed the detections.
+(``onnxruntime.quantization``'s own placement) was faster still but cost -0.41 bbox / -0.51 segm AP
+on the fixture val set, and moving every float consumer (Resize, RoIAlign) changed the detections.
 """
 
 from __future__ import annotations
@@ -26,20 +26,21 @@ import numpy as np
 
 from instseg_deploy.model_file.onnx_edit import (
     INTEGER_LAYER_OPS,
+    QDQ_OPS,
+    SAME_SCALE_ULPS,
     consumers_of,
     prune_dead_qdq,
     replace_input,
     sort_topologically,
 )
 
-# Scales this close are one quantizer written twice (qdq_layout nudges copies by 1, 2, ... ulps).
-SAME_SCALE_ULPS = 16
 
-
-def _initializer_arrays(graph) -> dict[str, np.ndarray]:
+def _qdq_constants(graph) -> dict[str, np.ndarray]:
+    """The scale and zero-point initializers of the graph's Q/DQ nodes, as arrays (not the weights)."""
     from onnx import numpy_helper
 
-    return {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    wanted = {name for node in graph.node if node.op_type in QDQ_OPS for name in node.input[1:]}
+    return {init.name: numpy_helper.to_array(init) for init in graph.initializer if init.name in wanted}
 
 
 def _attributes(node) -> dict:
@@ -69,7 +70,7 @@ def _same_effect(a, b, constants: dict[str, np.ndarray]) -> bool:
 def share_qdq_pairs(model) -> int:
     """Rewrite ``model`` (ModelProto, in place); returns the number of Q/DQ pairs merged into another."""
     graph = model.graph
-    constants = _initializer_arrays(graph)
+    constants = _qdq_constants(graph)
     consumers = consumers_of(graph)
     graph_outputs = {o.name for o in graph.output}
     quantizers: dict[str, list] = {}

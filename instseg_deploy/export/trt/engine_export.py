@@ -184,10 +184,10 @@ def export_trt_engine(request: TrtExportRequest, progress: EngineExportProgress 
         profiles = input_profiles(image_range, list(meta["inputs"]))
         if image_range.max[0] > 1:
             log.warning("this engine takes batches of up to %d images; TensorRT's NMS keeps only the %d best of "
-                        "each NMS call's candidates and this graph's NMS covers the whole batch, so batches whose "
-                        "images have more than %d candidates together (at 800x1333, about one image's RPN "
-                        "proposals) may lose proposals: batch 1 is exact (export/trt/NMS.md)",
-                        image_range.max[0], NMS_CANDIDATE_LIMIT, NMS_CANDIDATE_LIMIT)
+                        "each NMS call's candidates (2000 on SM 5.3/6.2) and this graph's NMS covers the whole "
+                        "batch, so a batch with more candidates together (at 800x1333, about one image's RPN "
+                        "proposals) may lose proposals; batches of 1 are exact (--batch 1 builds for those only; "
+                        "export/trt/NMS.md)", image_range.max[0], NMS_CANDIDATE_LIMIT)
         build = BuildRequest(onnx_path, meta, profiles, plan, request.workspace_bytes, request.timing_cache, library,
                              calib_paths)
         if progress is not None:

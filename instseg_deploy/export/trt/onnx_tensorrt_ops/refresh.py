@@ -87,9 +87,15 @@ def parse_operators_md(text: str) -> dict:
     return {"tensorrt": header.group(1), "opset": [int(header.group(2)), int(header.group(3))], "ops": ops}
 
 
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
 def apply_release_changes(doc: dict, major: int) -> dict:
-    """``doc`` with ``RELEASE_CHANGES[major]`` applied (row fields replaced, so applying twice is the same)."""
-    changes = RELEASE_CHANGES.get(major, [])
+    """``doc`` with those of ``RELEASE_CHANGES[major]`` applied that are newer than its table (row fields
+    replaced, so applying twice is the same; a real table of that release or later takes none)."""
+    table_release = _release(doc.get("table_heading_tensorrt", "0"))
+    changes = [c for c in RELEASE_CHANGES.get(major, []) if _release(c["release"]) > table_release]
     for change in changes:
         for op, row in change.get("ops", {}).items():
             doc["ops"][op] = dict(row)
