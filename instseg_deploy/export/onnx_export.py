@@ -17,6 +17,7 @@ from instseg_deploy.errors import InstsegError
 from instseg_deploy.export.graph import ROI_ALIGN_FLAVOURS, ExportableMaskRCNN
 from instseg_deploy.export.plugin_roi_align import OPSET_IMPORT
 from instseg_deploy.model_file.metadata import build_metadata, metadata_to_props
+from instseg_deploy.model_file.onnx_edit import ONNX_DOMAINS
 from instseg_deploy.modeling import MaskRCNN
 from instseg_deploy.processing.graph_io import IMAGE_SIZES, IMAGES, ORIGINAL_SIZES, PASTED_MASKS, RAW_OUTPUTS
 from instseg_deploy.processing.sizes import parse_hw
@@ -131,7 +132,7 @@ def explicit_nms_score_threshold(proto) -> None:
     import numpy as np
     from onnx import numpy_helper
 
-    nodes = [n for n in proto.graph.node if n.op_type == "NonMaxSuppression" and n.domain in ("", "ai.onnx")]
+    nodes = [n for n in proto.graph.node if n.op_type == "NonMaxSuppression" and n.domain in ONNX_DOMAINS]
     if not nodes:
         return
     proto.graph.initializer.append(numpy_helper.from_array(np.array([np.finfo(np.float32).min], np.float32),

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from instseg_deploy.model_file.onnx_edit import declared_types, prune_dead_nodes
 from instseg_deploy.ops.roi_align_contract import OP_TYPE
 from instseg_deploy.quantize.model_io import read_source_model, write_converted
 from instseg_deploy.quantize.stages import (
@@ -73,7 +74,7 @@ def drop_round_trip_casts(proto) -> int:
     from onnx import TensorProto
 
     graph = proto.graph
-    types = _tensor_types(onnx.shape_inference.infer_shapes(proto).graph)
+    types = declared_types(onnx.shape_inference.infer_shapes(proto).graph)
     producer = {out: node for node in graph.node for out in node.output}
     bypassed = 0
     for node in graph.node:
@@ -84,31 +85,9 @@ def drop_round_trip_casts(proto) -> int:
             node.op_type, node.input[0] = "Identity", up.input[0]
             del node.attribute[:]
             bypassed += 1
-    _drop_dead_nodes(graph)
+    prune_dead_nodes(graph)
     return bypassed
 
 
 def _cast_to(node) -> int | None:
     return next((a.i for a in node.attribute if a.name == "to"), None)
-
-
-def _tensor_types(graph) -> dict[str, int]:
-    """Element type of every tensor whose type is declared or inferred."""
-    types = {t.name: t.data_type for t in graph.initializer}
-    for value in list(graph.input) + list(graph.value_info) + list(graph.output):
-        if value.type.HasField("tensor_type"):
-            types[value.name] = value.type.tensor_type.elem_type
-    return types
-
-
-def _drop_dead_nodes(graph) -> None:
-    """Remove nodes none of whose outputs is used (the bypassed casts), repeatedly."""
-    nodes = list(graph.node)
-    while True:
-        used = {name for node in nodes for name in node.input} | {o.name for o in graph.output}
-        alive = [node for node in nodes if any(out in used for out in node.output)]
-        if len(alive) == len(nodes):
-            break
-        nodes = alive
-    del graph.node[:]
-    graph.node.extend(nodes)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from instseg_deploy.errors import InstsegError
+from instseg_deploy.model_file.onnx_edit import ONNX_DOMAINS, all_nodes, declared_types
 from instseg_deploy.ops.roi_align_contract import (
     NAMESPACE_ATTRIBUTE,
     ONNX_DOMAIN,
@@ -37,7 +38,6 @@ from instseg_deploy.runtime.trt.util import SUPPORTED_MAJORS
 
 TABLES = Path(__file__).parent / "onnx_tensorrt_ops"
 TRT_MAJORS = SUPPORTED_MAJORS  # a table per TensorRT major this package follows
-ONNX_DOMAINS = ("", "ai.onnx")
 PLUGIN_DOMAINS = (ONNX_DOMAIN, ORT_DOMAIN)  # the exported node and its ONNX Runtime adaptation
 # ONNX TensorProto.DataType names -> the names operators.md uses. DOUBLE is FP32 here: the parser
 # casts it down ("limited support", the table's note). Anything else is not a TensorRT type.
@@ -77,46 +77,12 @@ def load_table(trt_major: int) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _subgraphs(node):
-    import onnx
-
-    for attr in node.attribute:
-        if attr.type == onnx.AttributeProto.GRAPH:
-            yield attr.g
-        elif attr.type == onnx.AttributeProto.GRAPHS:
-            yield from attr.graphs
-
-
-def _all_nodes(graph):
-    for node in graph.node:
-        yield node
-        for sub in _subgraphs(node):
-            yield from _all_nodes(sub)
-
-
-def _declared_types(graph, types: dict[str, int]) -> None:
-    import onnx
-
-    for vi in list(graph.input) + list(graph.output) + list(graph.value_info):
-        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
-            types.setdefault(vi.name, vi.type.tensor_type.elem_type)
-    for init in graph.initializer:
-        types.setdefault(init.name, init.data_type)
-    for node in graph.node:
-        if node.op_type == "Constant" and node.domain in ONNX_DOMAINS:
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.TENSOR:
-                    types.setdefault(node.output[0], attr.t.data_type)
-        for sub in _subgraphs(node):
-            _declared_types(sub, types)
-
-
 def tensor_types(proto) -> dict[str, int]:
     """Tensor name -> ONNX elem type, as far as the weightless graph tells (see the module doc)."""
     import onnx
 
     types: dict[str, int] = {}
-    _declared_types(proto.graph, types)
+    declared_types(proto.graph, types)
     model = onnx.ModelProto()
     model.CopyFrom(proto)
     for _ in range(2):  # the second pass continues past our plugin nodes, typed from the first
@@ -124,8 +90,8 @@ def tensor_types(proto) -> dict[str, int]:
             inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
         except Exception:  # noqa: BLE001 - inference is a best effort; the declared types remain
             return types
-        _declared_types(inferred.graph, types)
-        plugin_outputs = [(n, out) for n in _all_nodes(model.graph) if n.op_type == OP_TYPE
+        declared_types(inferred.graph, types)
+        plugin_outputs = [(n, out) for n in all_nodes(model.graph) if n.op_type == OP_TYPE
                           for out in n.output if out not in types and n.input and n.input[0] in types]
         if not plugin_outputs:
             break
@@ -199,7 +165,7 @@ def check(model: str | os.PathLike | Any, trt_major: int) -> ParsabilityReport:
             report.problems.append(Problem("", "", f"ONNX opset {opset.version} is outside the {low}..{high} the "
                                                    f"TensorRT {trt_major} table covers"))
     types = tensor_types(proto)
-    for index, node in enumerate(_all_nodes(proto.graph)):
+    for index, node in enumerate(all_nodes(proto.graph)):
         name = node.name or f"#{index}"
         report.nodes_checked += 1
         if node.domain in ONNX_DOMAINS:

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from instseg_deploy.errors import InstsegError
+from instseg_deploy.model_file.onnx_edit import QDQ_OPS
 from instseg_deploy.runtime.trt.util import TrtApi
-
-QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
 @dataclass(frozen=True)
