@@ -219,6 +219,30 @@ def test_killed_train_leaves_no_dataloader_worker(tmp_path, config, shapes, sig)
             proc.wait()
 
 
+def _raised_in(filename: str, error: BaseException):
+    """(type, error, traceback) of ``error`` raised by code compiled as ``filename``."""
+    try:
+        exec(compile("raise error", filename, "exec"), {"error": error})
+    except BaseException as e:  # noqa: BLE001 - the test's own error
+        return type(e), e, e.__traceback__
+
+
+@pytest.mark.parametrize("filename, error, printed", [
+    ("/usr/lib/python3/multiprocessing/resource_sharer.py", ConnectionResetError(104, "reset"), False),
+    ("/usr/lib/python3/multiprocessing/resource_sharer.py", EOFError(), False),
+    ("/usr/lib/python3/multiprocessing/resource_sharer.py", ValueError("bad"), True),
+    ("/work/instseg_deploy/training/data.py", ConnectionResetError(104, "reset"), True),
+])
+def test_a_worker_is_quiet_only_about_its_parent_hanging_up(filename, error, printed):
+    """What the DataLoader worker's sys.excepthook filter lets through (multiprocessing.resource_sharer's
+    thread calls sys.excepthook itself when the interrupted parent drops a batch hand-over)."""
+    from instseg_deploy.training.data import _quiet_hangup
+
+    seen = []
+    _quiet_hangup(lambda *exc_info: seen.append(exc_info), *_raised_in(filename, error))
+    assert bool(seen) == printed
+
+
 CHILD = ("import os, sys, time\n"
          "from instseg_deploy.lifetime import die_with_parent\n"
          "die_with_parent(int(sys.argv[1]))\n"

@@ -4,7 +4,8 @@ A loader reads the model and its instseg metadata, picks the inference precision
 run (f32, or bf16 on CPUs with AVX512-BF16/AMX), and compiles it with
 OpenVINO's model cache, so a second start skips compilation; a runner feeds preprocessed
 batches. OpenVINO's own default on a BF16-capable CPU is bf16 everywhere, which costs AP: the
-precision is therefore always set explicitly.
+precision is therefore always set explicitly, and under bf16 the poolers' box geometry is kept f32
+(``runtime.openvino_bf16``).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from instseg_deploy.runtime.runner import RawDetections, fixed_input_shape
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("f32", "bf16", "auto")
-# What auto picks: f32 until bf16 is measured to keep the model's AP on AMX CPUs too (within 0.2 AP on an
-# AVX512-BF16 EPYC, benchmarks/OPENVINO.md; -0.64 bbox AP was reported on an AMX Xeon); bf16 stays available.
+# What auto picks: f32 until bf16 is measured to keep the model's AP on AMX CPUs too (with the box geometry
+# f32, within 0.2 AP of f32 on an AVX512-BF16 EPYC, benchmarks/OPENVINO.md; -0.64 bbox AP was reported for
+# OpenVINO's plain bf16 on an AMX Xeon); bf16 stays available.
 AUTO_PRECISION = "f32"
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 OPENVINO_INSTALL = "pip install openvino"
@@ -43,12 +45,15 @@ class OpenVinoSettings:
     """How to compile: ``precision`` f32 | bf16 | auto (see AUTO_PRECISION; bf16 only where the CPU has it),
     ``threads`` (0: OpenVINO's default, every core), ``hint`` latency | throughput (OpenVINO's
     performance hint: one stream for one request at a time, or several streams for parallel
-    requests), ``cache`` the compiled-model cache (a second start of the same model is fast)."""
+    requests), ``cache`` the compiled-model cache (a second start of the same model is fast),
+    ``roi_geometry`` the poolers' box geometry under bf16: f32 (runtime.openvino_bf16), or bf16 as
+    the CPU plugin alone would run it (to measure what keeping it f32 changes)."""
 
     precision: str = "auto"
     threads: int = 0
     hint: str = "latency"
     cache: bool = True
+    roi_geometry: str = "f32"
 
     def check(self) -> None:
         if self.precision not in PRECISIONS:
@@ -57,6 +62,8 @@ class OpenVinoSettings:
             raise InstsegError(f"--hint {self.hint!r} is not one of {', '.join(HINTS)}")
         if self.threads < 0:
             raise InstsegError(f"--threads must be >= 0, got {self.threads}")
+        if self.roi_geometry not in ("f32", "bf16"):
+            raise InstsegError(f"roi_geometry {self.roi_geometry!r} is not f32 or bf16")
 
 
 def import_openvino():
@@ -112,8 +119,10 @@ class OpenVinoRunner:
         self.request = compiled.create_infer_request()
         self.input_names = [port.get_any_name() for port in compiled.inputs]
         # OpenVINO may rename a tensor (an output gets the name of the node that produced it) but
-        # keeps the exported name among its names.
-        self.outputs = {_graph_name(port, {*RAW_OUTPUTS, PASTED_MASKS}): port for port in compiled.outputs}
+        # keeps the exported name among its names. Outputs added only to steer precision
+        # (runtime.openvino_bf16) are not read.
+        wanted = {*RAW_OUTPUTS, PASTED_MASKS}
+        self.outputs = {name: port for port in compiled.outputs if (name := _graph_name(port, wanted)) in wanted}
         self.max_batch, self.pad_to = fixed_input_shape(meta)
 
     def run(self, batch: Batch) -> RawDetections:
@@ -150,6 +159,10 @@ def load_openvino_runner(path: str | os.PathLike, settings: OpenVinoSettings | N
     if meta.get("precision", "fp32") != "fp32" and precision == "bf16":
         # An INT8 (or FP16) file already chose its precisions; bf16 on top would change them.
         precision = "f32"
+    if precision == "bf16" and settings.roi_geometry == "f32":
+        from instseg_deploy.runtime.openvino_bf16 import keep_roi_geometry_f32
+
+        keep_roi_geometry_f32(model)
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": HINTS[settings.hint]}
     if settings.threads:
         config["INFERENCE_NUM_THREADS"] = settings.threads

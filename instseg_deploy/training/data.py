@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
+import sys
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -262,15 +262,16 @@ def build_loader(dataset: TrainingDataset, sampler: BatchSampler, pixel_mean: tu
 
 def _worker_init(parent_pid: int, worker_id: int) -> None:
     die_with_parent(parent_pid)
-    threading.excepthook = partial(_quiet_hangup, threading.excepthook)
+    # resource_sharer's serving thread catches its errors and passes them to sys.excepthook itself
+    # (threading.excepthook never sees them)
+    sys.excepthook = partial(_quiet_hangup, sys.excepthook)
 
 
-def _quiet_hangup(default, args) -> None:
+def _quiet_hangup(default, kind: type[BaseException], error: BaseException, trace) -> None:
     """A parent interrupted (Ctrl-C, SIGTERM) while it fetches a batch's shared tensors hangs up on this
     worker's fd-sharing thread (multiprocessing.resource_sharer): the parent's "interrupted" says it all,
-    so that thread's ConnectionResetError is not printed after it. Anything else is."""
-    frames = traceback.extract_tb(args.exc_traceback) if args.exc_traceback else []
-    if issubclass(args.exc_type, (ConnectionError, EOFError)) and any(
-            f.filename.endswith("resource_sharer.py") for f in frames):
+    so that thread's ConnectionResetError or EOFError is not printed after it. Anything else is."""
+    frames = traceback.extract_tb(trace) if trace is not None else []
+    if issubclass(kind, (ConnectionError, EOFError)) and any(f.filename.endswith("resource_sharer.py") for f in frames):
         return
-    default(args)
+    default(kind, error, trace)
