@@ -15,6 +15,9 @@ class, box IoU >= 0.99). Then, per variant, the spread of the AP changes over th
 
     python benchmarks/openvino_bf16.py --work /tmp/ov_parity --sets 6
 
+--speed MODEL.onnx instead times the model alone at 800x1344 (e.g. the R50-FPN-3x export that
+openvino_speed.py writes): f32, the plugin's bf16 and ours, --runs runs each, interleaved.
+
 Needs a CPU with native BF16 (AVX512-BF16 or AMX); the FP32 export is shared with openvino_parity.py.
 """
 
@@ -71,7 +74,8 @@ def variant(path: Path, precision: str, roi_geometry: str = "f32", part: str | N
         keep_roi_geometry_f32(model)
     if part is not None:
         model = keep_f32(core, model, PARTS[part])
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": 2})
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": 2,
+                                                 "PERFORMANCE_HINT": "LATENCY"})
     return exported_model_predictor(OpenVinoRunner(compiled, model_file.metadata, precision), path, None)
 
 
@@ -107,6 +111,31 @@ def evaluate_set(name: str, images: Path, annotations: Path, fp32: Path, parts: 
     return deltas
 
 
+def time_variants(path: Path, runs: int) -> None:
+    """Median model-only latency of f32 and both bf16 variants at 800x1344, measured round-robin."""
+    import statistics
+    import time
+
+    import numpy as np
+
+    variants = {F32: variant(path, "f32"), PLUGIN: variant(path, "bf16", roi_geometry="bf16"),
+                OURS: variant(path, "bf16")}
+    image = np.random.default_rng(0).normal(0, 50, (1, 3, 800, 1344)).astype(np.float32)
+    feeds = {"images": image, "image_sizes": np.array([[800, 1333]], np.int64)}
+    seconds: dict[str, list[float]] = {label: [] for label in variants}
+    for round_ in range(runs + 2):  # two warm-up rounds
+        for label, predictor in variants.items():
+            start = time.perf_counter()
+            predictor.runner.request.infer(feeds)
+            if round_ >= 2:
+                seconds[label].append(time.perf_counter() - start)
+    median = {label: statistics.median(values) for label, values in seconds.items()}
+    print(f"#### {path.name}, model only, 800x1344, median of {runs} interleaved runs\n\n"
+          "| variant | ms | vs bf16, plugin's geometry |\n|---|---|---|")
+    for label, value in median.items():
+        print(f"| {label} | {1e3 * value:.1f} | {value / median[PLUGIN]:.3f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("/tmp/ov_parity"))
@@ -114,6 +143,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=150, help="Images per generated set.")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"Parts kept f32 in turn, of: {', '.join(PARTS)} "
                                                                  "('' for none).")
+    parser.add_argument("--speed", type=Path, help="Time this model's variants instead (see above).")
+    parser.add_argument("--runs", type=int, default=12, help="--speed: runs of each variant.")
     args = parser.parse_args()
     parts = [p for p in args.parts.split(",") if p]
     if unknown := [p for p in parts if p not in PARTS]:
@@ -128,9 +159,12 @@ def main() -> None:
 
     if "BF16" not in cpu_capabilities(ov.Core()):
         sys.exit("this CPU has no native BF16: OpenVINO would run every variant as f32")
-    fp32, _ = models(args.work)
     isa = cpu_isa()
     print(f"CPU: {isa.model} ({isa.summary}); openvino {ov.__version__.split('-')[0]}\n")
+    if args.speed is not None:
+        time_variants(args.speed, args.runs)
+        return
+    fp32, _ = models(args.work)
     val = DEMO_DATA / "shapes_val"
     evaluate_set("fixture val set", val / "images", val / "annotations.json", fp32, parts)
     spread: dict[str, list] = {}
