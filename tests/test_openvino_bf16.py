@@ -19,8 +19,7 @@ needs_bf16 = pytest.mark.skipif("BF16" not in cpu_capabilities(ov.Core()),
 
 def _exec_nodes(compiled) -> dict[str, tuple[str, str, str, list[str]]]:
     """{node name: (layer type, runtime precision, original layer names, input node names)} of the
-    execution graph. Only strings leave: nodes of a runtime model must not outlive it (holding them
-    crashed the interpreter later on)."""
+    execution graph. Only strings leave, so no node of the runtime model outlives it."""
     runtime_model = compiled.get_runtime_model()
 
     def info(op, key):
@@ -65,12 +64,14 @@ def test_bf16_keeps_the_box_geometry_f32(exported_onnx):
     # crashed a later test (openvino 2026.4.1, seen only under pytest after the training tests).
     guarded = load_openvino_runner(exported_onnx["raw"], OpenVinoSettings("bf16", 1))
     level, boxes = _geometry_precisions(guarded)
-    # the features stay bf16: the compute layers and the RoIAlign sampling them
-    precisions = {kind: prec for kind, prec, _, _ in _exec_nodes(guarded.compiled).values()}
+    # the features stay bf16: the convolutions and the RoIAlign sampling them
+    nodes = _exec_nodes(guarded.compiled).values()
+    convolutions = [prec for kind, prec, _, _ in nodes if kind == "Convolution"]
+    roi_aligns = {prec for kind, prec, _, _ in nodes if kind == ROI_ALIGN_TYPE}
     del guarded
     gc.collect()
     assert level == {"f32"} and boxes == {"f32"}, (level, boxes)
-    assert precisions["Convolution"] == "bf16" and precisions[ROI_ALIGN_TYPE] == "bf16"
+    assert convolutions.count("bf16") > 0.9 * len(convolutions) and roi_aligns == {"bf16"}, (convolutions, roi_aligns)
     # what the plugin does on its own: the geometry rounded to bf16 (the reason for the module)
     plain = load_openvino_runner(exported_onnx["raw"], OpenVinoSettings("bf16", 1, roi_geometry="bf16"))
     level, boxes = _geometry_precisions(plain)
