@@ -1,6 +1,7 @@
 """Several predictors on one COCO dataset, interleaved per image: each image is predicted by every
-predictor in turn, so a busy machine slows all of them alike. Shared by openvino_parity.py and
-openvino_speed.py (run as scripts from this folder, which puts it on sys.path)."""
+predictor in turn, so a busy machine slows all of them alike; and how many of one predictor's
+confident detections the others find again. Shared by openvino_parity.py, openvino_speed.py and
+openvino_bf16.py (run as scripts from this folder, which puts it on sys.path)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+# A detection the reference scores at least this is confident; found again: same class, box IoU at
+# least SAME_BOX_IOU (scores may differ).
+CONFIDENT_SCORE, SAME_BOX_IOU = 0.5, 0.99
 
 
 @dataclass
@@ -24,6 +29,27 @@ class InterleavedRun:
         gt = load_ground_truth(dataset.annotations_path)
         return {label: {t: evaluate(gt, dets, t).metrics()["AP"] for t in ("bbox", "segm")}
                 for label, dets in self.detections.items()}
+
+
+class FoundAgain:
+    """Per label: how many of ``reference``'s confident detections it finds again, summed over the
+    images given to :meth:`add` (each image's {label: Instances}, as predict_interleaved's on_image)."""
+
+    def __init__(self, reference: str, labels) -> None:
+        self.reference, self.confident, self.found = reference, 0, dict.fromkeys(labels, 0)
+
+    def add(self, results: dict) -> None:
+        from instseg_deploy.evaluation.parity import match_detections
+
+        reference = results[self.reference]
+        confident = reference.select(reference.scores >= CONFIDENT_SCORE)
+        self.confident += len(confident)
+        for label in self.found:
+            self.found[label] += match_detections(confident, results[label], min_box_iou=SAME_BOX_IOU,
+                                                  max_score_diff=1.0).matched
+
+    def percent(self, label: str) -> float:
+        return 100 * self.found[label] / max(self.confident, 1)
 
 
 def predict_interleaved(predictors: dict, dataset, on_image: Callable[[dict], None] | None = None,

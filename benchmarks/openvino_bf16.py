@@ -33,6 +33,7 @@ from pathlib import Path
 PARTS = {"rpn head": "/model/proposal_generator/rpn_head/", "mask head": "/model/mask_head/",
          "backbone": "/model/backbone/bottom_up/"}
 F32, PLUGIN, OURS = "f32", "bf16, plugin's geometry", "bf16"
+THREADS = 2
 # OpenVINO's runtime attribute that keeps a node in its original precision, as an IR writes it.
 KEEP_PRECISION = ('<rt_info><attribute name="DisablePrecisionConversion" version="0" value="dynamic:bf16,f16" />'
                   '</rt_info>')
@@ -60,53 +61,48 @@ def keep_f32(core, model, prefix: str):
 
 
 def variant(path: Path, precision: str, roi_geometry: str = "f32", part: str | None = None):
-    """A predictor of ``path`` (every detection: the model's own threshold)."""
+    """A predictor of ``path`` (every detection: the model's own threshold), compiled as ``--backend
+    openvino`` compiles it; with ``part``, bf16 with that part's layers also kept f32."""
+    from instseg_deploy.runtime.factory import exported_model_predictor
+    from instseg_deploy.runtime.openvino import OpenVinoSettings, load_openvino_runner
+
+    if part is None:
+        settings = OpenVinoSettings(precision, THREADS, cache=False, roi_geometry=roi_geometry)
+        return exported_model_predictor(load_openvino_runner(path, settings), path, None)
     import openvino as ov
 
     from instseg_deploy.model_file.reader import read_model_file
-    from instseg_deploy.runtime.factory import exported_model_predictor
-    from instseg_deploy.runtime.openvino import OpenVinoRunner, read_openvino_model
+    from instseg_deploy.runtime.openvino import HINTS, OpenVinoRunner, read_openvino_model
     from instseg_deploy.runtime.openvino_bf16 import keep_roi_geometry_f32
 
     core, model_file = ov.Core(), read_model_file(path)
     model = read_openvino_model(core, path, model_file.graph)
-    if precision == "bf16" and roi_geometry == "f32":
-        keep_roi_geometry_f32(model)
-    if part is not None:
-        model = keep_f32(core, model, PARTS[part])
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": 2,
-                                                 "PERFORMANCE_HINT": "LATENCY"})
-    return exported_model_predictor(OpenVinoRunner(compiled, model_file.metadata, precision), path, None)
+    keep_roi_geometry_f32(model)
+    model = keep_f32(core, model, PARTS[part])
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": THREADS,
+                                                 "PERFORMANCE_HINT": HINTS["latency"]})
+    return exported_model_predictor(OpenVinoRunner(compiled, model_file.metadata, "bf16"), path, None)
 
 
 def evaluate_set(name: str, images: Path, annotations: Path, fp32: Path, parts: list[str]) -> dict[str, tuple]:
     """{variant: (Δ bbox AP, Δ segm AP)} against f32; prints the set's table."""
-    from interleaved_eval import predict_interleaved
+    from interleaved_eval import FoundAgain, predict_interleaved
 
     from instseg_deploy.data.coco import load_coco_dataset
-    from instseg_deploy.evaluation.parity import match_detections
 
     dataset = load_coco_dataset(images, annotations)
     predictors = {F32: variant(fp32, "f32"), PLUGIN: variant(fp32, "bf16", roi_geometry="bf16"),
                   OURS: variant(fp32, "bf16"), **{f"bf16, {p} f32": variant(fp32, "bf16", part=p) for p in parts}}
-    found = dict.fromkeys(predictors, 0)
-    confident = [0]
-
-    def match(results: dict) -> None:
-        reference = results[F32].select(results[F32].scores >= 0.5)
-        confident[0] += len(reference)
-        for label, instances in results.items():
-            found[label] += match_detections(reference, instances, min_box_iou=0.99, max_score_diff=1.0).matched
-
-    run = predict_interleaved(predictors, dataset, on_image=match, name=name)
+    found = FoundAgain(F32, predictors)
+    run = predict_interleaved(predictors, dataset, on_image=found.add, name=name)
     ap = run.ap(dataset)
     deltas = {label: (ap[label]["bbox"] - ap[F32]["bbox"], ap[label]["segm"] - ap[F32]["segm"]) for label in predictors}
     print(f"#### {name} ({len(dataset.images)} images)\n\n| variant | bbox AP | segm AP | Δ bbox | Δ segm | "
-          f"detections | f32's {confident[0]} confident found again |\n|---|---|---|---|---|---|---|")
+          f"detections | f32's {found.confident} confident found again |\n|---|---|---|---|---|---|---|")
     for label in predictors:
         print(f"| {label} | {ap[label]['bbox']:.3f} | {ap[label]['segm']:.3f} | {deltas[label][0]:+.3f} | "
               f"{deltas[label][1]:+.3f} | {len(run.detections[label])} | "
-              f"{100 * found[label] / max(confident[0], 1):.1f}% |")
+              f"{found.percent(label):.1f}% |")
     print(flush=True)
     return deltas
 
@@ -118,10 +114,12 @@ def time_variants(path: Path, runs: int) -> None:
 
     import numpy as np
 
+    from instseg_deploy.processing.graph_io import IMAGE_SIZES, IMAGES
+
     variants = {F32: variant(path, "f32"), PLUGIN: variant(path, "bf16", roi_geometry="bf16"),
                 OURS: variant(path, "bf16")}
     image = np.random.default_rng(0).normal(0, 50, (1, 3, 800, 1344)).astype(np.float32)
-    feeds = {"images": image, "image_sizes": np.array([[800, 1333]], np.int64)}
+    feeds = {IMAGES: image, IMAGE_SIZES: np.array([[800, 1333]], np.int64)}
     seconds: dict[str, list[float]] = {label: [] for label in variants}
     for round_ in range(runs + 2):  # two warm-up rounds
         for label, predictor in variants.items():

@@ -50,7 +50,7 @@ def models(work: Path) -> tuple[Path, Path]:
 
 
 def evaluate_set(name: str, images: Path, annotations: Path, fp32: Path, int8: Path) -> list[str]:
-    from interleaved_eval import predict_interleaved
+    from interleaved_eval import CONFIDENT_SCORE, SAME_BOX_IOU, FoundAgain, predict_interleaved
 
     from instseg_deploy.data.coco import load_coco_dataset
     from instseg_deploy.evaluation.parity import match_detections
@@ -66,17 +66,14 @@ def evaluate_set(name: str, images: Path, annotations: Path, fp32: Path, int8: P
                   for label, (b, m, kw) in backends.items()}
     plugin_bf16 = load_openvino_runner(fp32, OpenVinoSettings("bf16", 2, roi_geometry="bf16"))
     predictors[PLUGIN_BF16] = exported_model_predictor(plugin_bf16, fp32, None)
-    counts = {"matched": 0, "total": 0, **{label: 0 for label in BF16_ROWS}, "confident": 0}
+    counts = {"matched": 0, "total": 0}
+    found = FoundAgain("openvino f32", BF16_ROWS)
 
     def match(results: dict) -> None:
         report = match_detections(results["ort fp32"], results["openvino f32"])
         counts["matched"] += report.matched
         counts["total"] += max(report.num_reference, report.num_candidate)
-        f32 = results["openvino f32"]
-        confident = f32.select(f32.scores >= 0.5)
-        counts["confident"] += len(confident)
-        for label in BF16_ROWS:
-            counts[label] += match_detections(confident, results[label], min_box_iou=0.99, max_score_diff=1.0).matched
+        found.add(results)
 
     run = predict_interleaved(predictors, dataset, on_image=match, name=name)
     detections, ap = run.detections, run.ap(dataset)
@@ -95,9 +92,9 @@ def evaluate_set(name: str, images: Path, annotations: Path, fp32: Path, int8: P
     lines += ["", f"OpenVINO f32 vs ORT FP32: {matched}/{total} detections matched one to one "
               f"({100 * matched / max(total, 1):.2f}%). INT8 file: OpenVINO {count_ov} vs ORT {count_ort} detections "
               f"({100 * (count_ov - count_ort) / max(count_ort, 1):+.1f}%).",
-              f"OpenVINO f32's {counts['confident']} detections scoring >= 0.5 found again by bf16 (same class, box "
-              "IoU >= 0.99): " + ", ".join(f"{label} {100 * counts[label] / max(counts['confident'], 1):.1f}%"
-                                           for label in BF16_ROWS) + ".", ""]
+              f"OpenVINO f32's {found.confident} detections scoring >= {CONFIDENT_SCORE} found again by bf16 (same "
+              f"class, box IoU >= {SAME_BOX_IOU}): "
+              + ", ".join(f"{label} {found.percent(label):.1f}%" for label in BF16_ROWS) + ".", ""]
     return lines
 
 

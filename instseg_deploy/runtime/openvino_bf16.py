@@ -11,8 +11,8 @@ execution graph of our exports, openvino 2026.4). Making every RoIAlign's box in
 turns that path into tail, which the plugin keeps in f32; the features RoIAlign samples stay bf16.
 
 OpenVINO's own way to keep a node precise (its precision-conversion runtime attribute) is not
-settable from Python, and the plugin's transformations drop it from the pooler's nodes, which they
-rebuild (measured through an IR carrying the attribute), hence the extra outputs.
+settable from Python, and written into an IR it kept the per-level gathers f32 but not the level
+computation, whose nodes the plugin's transformations rebuild without it; hence the extra outputs.
 """
 
 from __future__ import annotations
