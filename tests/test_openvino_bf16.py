@@ -56,6 +56,25 @@ def test_every_roi_align_box_input_becomes_an_output(exported_onnx):
     outputs = len(model.outputs)
     assert roi_aligns == 8  # box and mask pooler, four FPN levels each
     assert keep_roi_geometry_f32(model) == roi_aligns and len(model.outputs) == outputs + roi_aligns
+    assert all(port.get_names() for port in model.outputs)  # Triton's openvino backend names each output
+    assert keep_roi_geometry_f32(model) == 0 and len(model.outputs) == outputs + roi_aligns  # once only
+
+
+def test_an_unnamed_box_input_gets_a_name():
+    import numpy as np
+    from openvino import opset9 as ops
+
+    data = ops.parameter([1, 4, 8, 8], np.float32, name="data")
+    rois = ops.parameter([3, 4], np.float32, name="rois")
+    batch = ops.parameter([3], np.int32, name="batch")
+    scaled = ops.multiply(rois, ops.constant(np.float32(0.5)))  # a tensor without names
+    pooled = ops.roi_align(data, scaled, batch, 2, 2, 0, 1.0, "avg")
+    model = ov.Model([pooled], [data, rois, batch], "tiny")
+    assert not scaled.output(0).get_names()
+    assert keep_roi_geometry_f32(model) == 1
+    # a name of its own on the tensor, whatever this OpenVINO version calls the Result
+    (name,) = scaled.output(0).get_names()
+    assert name in model.outputs[1].get_names()
 
 
 @needs_bf16

@@ -208,6 +208,35 @@ def test_openvino_ir_net_config(pb2, tiny_exports, tmp_path):
         net_model_config("instseg_net", xml, kind="KIND_GPU")
 
 
+def test_native_openvino_net_carries_the_geometry_outputs_its_config_leaves_out(pb2, tiny_exports, tmp_path):
+    """Triton's openvino backend cannot ask for f32, so the served IR keeps the box geometry f32 under the
+    plugin's default bf16 (serving.triton.openvino_net); the config lists the graph's outputs only."""
+    ov = pytest.importorskip("openvino", reason="openvino is not installed")
+    from instseg_deploy.export.openvino_ir import export_openvino_ir
+    from instseg_deploy.runtime.openvino_bf16 import ROI_ALIGN_TYPE
+    from instseg_deploy.serving.triton.repository import RepositoryRequest, write_repository
+
+    xml = export_openvino_ir(tiny_exports["dynamic"], tmp_path / "model.xml").xml
+    source = ov.Core().read_model(str(xml))
+    roi_aligns = sum(op.get_type_name() == ROI_ALIGN_TYPE for op in source.get_ops())
+    repository = write_repository(RepositoryRequest(xml, tmp_path / "repo", flavour="native"))
+    served_xml = repository / "instseg_net" / "1" / "model.xml"
+    served = ov.Core().read_model(str(served_xml))
+    graph_outputs = [p.get_any_name() for p in source.outputs]
+    served_outputs = [p.get_any_name() for p in served.outputs]
+    assert roi_aligns > 0 and served_outputs[:len(graph_outputs)] == graph_outputs
+    assert len(served_outputs) == len(graph_outputs) + roi_aligns and all(served_outputs)
+    assert read_model_file(served_xml).metadata == read_model_file(xml).metadata
+    config = parse_config((repository / "instseg_net" / "config.pbtxt").read_text())
+    assert list(config_io(config, pb2)[1]) == graph_outputs
+    assert "HINT_BF16" in (repository / "README.md").read_text()
+    # serving a served IR again adds nothing
+    again = write_repository(RepositoryRequest(served_xml, tmp_path / "again", flavour="native"))
+    assert len(ov.Core().read_model(str(again / "instseg_net" / "1" / "model.xml")).outputs) == len(served_outputs)
+    assert list(config_io(parse_config((again / "instseg_net" / "config.pbtxt").read_text()), pb2)[1]) == \
+        graph_outputs
+
+
 def test_plugin_note_only_for_engines_that_need_the_plugin(tiny_exports, tmp_path):
     (tmp_path / "plugin").mkdir()
     needs, _ = fake_engine(tmp_path / "plugin", tiny_exports["dynamic"], plugin_required=True)

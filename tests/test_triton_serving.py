@@ -442,21 +442,84 @@ def _without_block(config: str, key: str) -> str:
     return config[:start] + config[end + 1:]
 
 
-def test_native_flavour_bls_path_gives_the_in_process_answers(tmp_path, exported_onnx, images, local):
-    """The native repository as written, its net model run by a Python stand-in for the onnxruntime backend."""
+def _native_with_stand_in(model: Path, out: Path, net_line: str, stand_in: str) -> Path:
+    """The native repository of ``model``, its net model run by ``stand_in`` (a Python-backend model.py) in
+    place of the backend ``net_line`` names, which the PyPI server lacks."""
+    repository = _repository(model, out, flavour="native")
+    net = repository / "instseg_net"
+    config = (net / "config.pbtxt").read_text()
+    assert net_line in config
+    # The bundled server segfaults running a warm-up request on a Python-backend model: the stand-in goes without.
+    (net / "config.pbtxt").write_text(_without_block(config, "model_warmup").replace(net_line, 'backend: "python"'))
+    (net / "1" / "model.py").write_text(stand_in)
+    return repository
+
+
+def _served_answers(repository: Path, tmp_path: Path, images) -> list:
     from instseg_deploy.runtime.triton.client import ServerAddress, load_triton_predictor
     from instseg_deploy.serving.triton.server import TritonServer
 
-    repository = _repository(exported_onnx["raw"], tmp_path / "repo", flavour="native")
-    net = repository / "instseg_net"
-    config = (net / "config.pbtxt").read_text()
-    assert 'platform: "onnxruntime_onnx"' in config
-    # The bundled server segfaults running a warm-up request on a Python-backend model: the stand-in goes without.
-    (net / "config.pbtxt").write_text(_without_block(config, "model_warmup").replace('platform: "onnxruntime_onnx"',
-                                                                                      'backend: "python"'))
-    (net / "1" / "model.py").write_text(ONNX_STAND_IN)
     with TritonServer(repository, _settings(), tmp_path / "cache", tmp_path / "server.log") as server:
         remote = load_triton_predictor(ServerAddress(server.http_url), score_thresh=None)
         remote.mask_format = "rle"
-        for got, image in zip(remote.predict(images[:3]), images[:3]):
-            _same(got, local(image))
+        return remote.predict(images)
+
+
+def test_native_flavour_bls_path_gives_the_in_process_answers(tmp_path, exported_onnx, images, local):
+    """The native repository as written, its net model run by a Python stand-in for the onnxruntime backend."""
+    repository = _native_with_stand_in(exported_onnx["raw"], tmp_path / "repo", 'platform: "onnxruntime_onnx"',
+                                       ONNX_STAND_IN)
+    for got, image in zip(_served_answers(repository, tmp_path, images[:3]), images[:3]):
+        _same(got, local(image))
+
+
+# Stands in for Triton's openvino backend (not in the PyPI server) as its src/openvino.cc runs an IR: compiled
+# with no precision set (only ALLOW_AUTO_BATCHING), the config's outputs read by name.
+OPENVINO_STAND_IN = """
+import json
+import numpy as np
+import openvino
+import torch
+import triton_python_backend_utils as pb_utils
+from pathlib import Path
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        path = Path(args["model_repository"]) / args["model_version"] / "model.xml"
+        self.compiled = openvino.Core().compile_model(str(path), "CPU", {"ALLOW_AUTO_BATCHING": False})
+        self.request = self.compiled.create_infer_request()
+        config = json.loads(args["model_config"])
+        self.inputs = [i["name"] for i in config["input"]]
+        self.outputs = [o["name"] for o in config["output"]]
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            for name in self.inputs:
+                value = np.from_dlpack(pb_utils.get_input_tensor_by_name(request, name))
+                self.request.set_tensor(name, openvino.Tensor(np.ascontiguousarray(value)))
+            self.request.infer()
+            responses.append(pb_utils.InferenceResponse([
+                pb_utils.Tensor.from_dlpack(n, torch.utils.dlpack.to_dlpack(
+                    torch.from_numpy(np.array(self.request.get_tensor(n).data)))) for n in self.outputs]))
+        return responses
+"""
+
+
+def test_native_openvino_net_gives_the_answers_of_the_plugins_default_precision(tmp_path, exported_onnx, images):
+    """The native repository of an IR, its net run as Triton's openvino backend runs it: the answers of
+    `--backend openvino` at the precision the CPU plugin picks by default (bf16 on a BF16 CPU, its box
+    geometry kept f32 by the served IR's extra outputs), not the plugin's own bf16."""
+    ov = pytest.importorskip("openvino", reason="openvino is not installed")
+    from instseg_deploy.export.openvino_ir import export_openvino_ir
+    from instseg_deploy.runtime.factory import load_predictor
+
+    xml = export_openvino_ir(exported_onnx["raw"], tmp_path / "model.xml").xml
+    repository = _native_with_stand_in(xml, tmp_path / "repo", 'backend: "openvino"', OPENVINO_STAND_IN)
+    served = _served_answers(repository, tmp_path, images[:3])
+    default = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")
+    precision = {ov.Type.bf16: "bf16", ov.Type.f32: "f32"}[default]
+    local = load_predictor("openvino", model=xml, precision=precision, score_thresh=None, mask_format="rle")
+    for got, image in zip(served, images[:3]):
+        _same(got, local(image))

@@ -24,11 +24,17 @@ ROI_ALIGN_BOXES_PORT = 1  # (data, rois, batch_indices)
 
 
 def keep_roi_geometry_f32(model: Any) -> int:
-    """Add each RoIAlign's box input of the ``openvino.Model`` as an output (in place); the count added.
+    """Add each RoIAlign's box input of the ``openvino.Model`` as an output (in place); the count added
+    (0 for a model that has them already).
 
     The outputs are only there to make the plugin keep their producers in f32; runners ignore them.
+    Each gets a tensor name: Triton's OpenVINO backend calls get_any_name() on every output.
     """
     boxes = [op.input_value(ROI_ALIGN_BOXES_PORT) for op in model.get_ops() if op.get_type_name() == ROI_ALIGN_TYPE]
+    for port in boxes:
+        if not port.get_names():
+            port.get_tensor().set_names({f"{port.get_node().get_friendly_name()}:{port.get_index()}"})
+    before = len(model.outputs)
     if boxes:
-        model.add_outputs(boxes)
-    return len(boxes)
+        model.add_outputs(boxes)  # a port that is an output already is not added twice
+    return len(model.outputs) - before

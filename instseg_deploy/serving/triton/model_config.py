@@ -94,14 +94,22 @@ class NetFormat:
     files: tuple[str, ...]  # names in the version folder; the first is the model file
     kinds: tuple[str, ...]  # instance kinds its backend runs on
     threads_parameter: str | None  # backend parameter for the number of CPU threads
+    notes: tuple[str, ...] = ()  # what its backend decides that the config cannot (config comments, README)
 
+
+# Triton's openvino backend has no parameter for f32: its HINT_BF16 takes only YES (serving.triton.openvino_net).
+OPENVINO_PRECISION_NOTES = (
+    "Triton's OpenVINO backend runs the CPU plugin's default precision: bf16 on CPUs with AVX512-BF16 or AMX,",
+    "f32 elsewhere (its HINT_BF16 parameter can only ask for bf16). model.xml has one extra output per RoIAlign",
+    "(its box input) so that bf16 keeps the box geometry f32, as `--backend openvino --precision bf16` does;",
+    "nothing reads them. For f32 on a BF16 CPU, serve the python flavour.")
 
 NET_FORMATS = {
     "onnx": NetFormat("onnx", "onnxruntime_onnx", None, ("model.onnx",), KINDS, "intra_op_thread_count"),
     "engine": NetFormat("engine", "tensorrt_plan", None, ("model.plan",), ("KIND_GPU",), None),
     # KIND_GPU means an NVIDIA GPU to Triton; OpenVINO picks Intel devices with its TARGET_DEVICE parameter.
     "openvino": NetFormat("openvino", None, "openvino", ("model.xml", "model.bin"), ("KIND_CPU",),
-                          "INFERENCE_NUM_THREADS"),
+                          "INFERENCE_NUM_THREADS", OPENVINO_PRECISION_NOTES),
 }
 
 
@@ -356,7 +364,10 @@ def net_tensors(model_file: ModelFile | str | os.PathLike) -> tuple[tuple[Tensor
         return (tuple(_onnx_tensor(v, model_file.path) for v in graph.input if v.name not in weights),
                 tuple(_onnx_tensor(v, model_file.path) for v in graph.output))
     if model_file.format == "openvino":
-        return _ir_tensors(model_file.path)
+        inputs, outputs = _ir_tensors(model_file.path)
+        # The graph's own outputs: an IR may also have outputs that only steer its precision (openvino_net).
+        served = (model_file.metadata or {}).get("outputs")
+        return inputs, tuple(t for t in outputs if t.name in served) if served else outputs
     return _engine_tensors(model_file)
 
 
@@ -393,7 +404,7 @@ def net_model_config(name: str, model_file: ModelFile | str | os.PathLike, insta
     parameters = {fmt.threads_parameter: str(threads)} if threads and fmt.threads_parameter else {}
     notes = ("max_batch_size 0: the outputs are flat over the batch (batch_idx says which image a detection",
              "belongs to), which Triton's batcher cannot split per request; dims are full shapes and the",
-             "Python-backend model batches requests itself before calling this model through BLS.")
+             "Python-backend model batches requests itself before calling this model through BLS.", *fmt.notes)
     return render_config(ModelSpec(name, 0, inputs, outputs, platform=fmt.platform, backend=fmt.backend,
                                    instances=instances, kind=kind, parameters=parameters,
                                    warmup=(_warmup(model_file, inputs),), notes=notes))

@@ -39,6 +39,7 @@ from instseg_deploy.serving.triton.model_config import (
     plugin_note,
     python_model_config,
 )
+from instseg_deploy.serving.triton.openvino_net import write_served_ir
 
 FLAVOURS = ("python", "native")
 MARKER = ".instseg-triton-repository"  # marks a folder we wrote, so a re-export may replace it
@@ -105,6 +106,8 @@ def _readme(request: RepositoryRequest, model: ModelFile, note: str | None) -> s
              "tritonserver --model-repository=/models`), or `instseg serve --model <the exported file>` locally."]
     if note:
         lines += ["", note]
+    if request.flavour == "native" and NET_FORMATS[model.format].notes:
+        lines += ["", "## Precision", "", " ".join(NET_FORMATS[model.format].notes)]
     return "\n".join(lines) + "\n"
 
 
@@ -132,7 +135,10 @@ def write_repository(request: RepositoryRequest) -> Path:
         else:
             net = net_model_name(request.name)
             parameters[NET_MODEL_PARAMETER] = net
-            _copy_model(model, staging / net / "1")
+            if model.format == "openvino":
+                write_served_ir(model, staging / net / "1")  # with what its implicit bf16 needs
+            else:
+                _copy_model(model, staging / net / "1")
             (staging / net / "config.pbtxt").write_text(net_model_config(net, model, request.instances,
                                                                          kind=request.kind), encoding="utf-8")
         # The Python model runs TensorRT itself in the python flavour; pre/post-processing is CPU work.
