@@ -1,10 +1,12 @@
 """Several predictors on one COCO dataset, interleaved per image: each image is predicted by every
-predictor in turn, so a busy machine slows all of them alike; and how many of one predictor's
-confident detections the others find again. Shared by openvino_parity.py, openvino_speed.py and
-openvino_bf16.py (run as scripts from this folder, which puts it on sys.path)."""
+predictor in turn, so a busy machine slows all of them alike; how many of one predictor's confident
+detections the others find again; and model-only timings taken round-robin the same way. Shared by
+openvino_parity.py, openvino_speed.py, openvino_bf16.py and openvino_nncf.py (run as scripts from
+this folder, which puts it on sys.path)."""
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -73,3 +75,17 @@ def predict_interleaved(predictors: dict, dataset, on_image: Callable[[dict], No
         if i % 50 == 0:
             print(f"{name}: image {i + 1}/{len(dataset.images)}", file=sys.stderr, flush=True)
     return run
+
+
+def median_seconds_round_robin(calls: dict[str, Callable[[], object]], runs: int, warmup: int = 1,
+                               name: str = "speed") -> dict[str, float]:
+    """{label: median seconds of ``runs`` calls}, every call in turn per round after ``warmup`` rounds."""
+    seconds: dict[str, list[float]] = {label: [] for label in calls}
+    for round_ in range(warmup + runs):
+        for label, call in calls.items():
+            start = time.perf_counter()
+            call()
+            if round_ >= warmup:
+                seconds[label].append(time.perf_counter() - start)
+        print(f"{name}: round {round_ + 1}/{warmup + runs}", file=sys.stderr, flush=True)
+    return {label: statistics.median(values) for label, values in seconds.items()}

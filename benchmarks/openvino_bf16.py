@@ -109,10 +109,10 @@ def evaluate_set(name: str, images: Path, annotations: Path, fp32: Path, parts: 
 
 def time_variants(path: Path, runs: int) -> None:
     """Median model-only latency of f32 and both bf16 variants at 800x1344, measured round-robin."""
-    import statistics
-    import time
+    from functools import partial
 
     import numpy as np
+    from interleaved_eval import median_seconds_round_robin
 
     from instseg_deploy.processing.graph_io import IMAGE_SIZES, IMAGES
 
@@ -120,14 +120,8 @@ def time_variants(path: Path, runs: int) -> None:
                 OURS: variant(path, "bf16")}
     image = np.random.default_rng(0).normal(0, 50, (1, 3, 800, 1344)).astype(np.float32)
     feeds = {IMAGES: image, IMAGE_SIZES: np.array([[800, 1333]], np.int64)}
-    seconds: dict[str, list[float]] = {label: [] for label in variants}
-    for round_ in range(runs + 2):  # two warm-up rounds
-        for label, predictor in variants.items():
-            start = time.perf_counter()
-            predictor.runner.request.infer(feeds)
-            if round_ >= 2:
-                seconds[label].append(time.perf_counter() - start)
-    median = {label: statistics.median(values) for label, values in seconds.items()}
+    median = median_seconds_round_robin({label: partial(predictor.runner.request.infer, feeds)
+                                         for label, predictor in variants.items()}, runs, warmup=2)
     print(f"#### {path.name}, model only, 800x1344, median of {runs} interleaved runs\n\n"
           "| variant | ms | vs bf16, plugin's geometry |\n|---|---|---|")
     for label, value in median.items():

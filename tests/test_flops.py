@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from instseg_deploy.bench.flops import count_gflops
+from instseg_deploy.bench.flops import count_gflops, mask_head_gflops
 from instseg_deploy.config import load_config
 from instseg_deploy.modeling import build_model
 from instseg_deploy.processing.preprocess import PreprocessParams, preprocess
@@ -49,9 +49,37 @@ def test_sizes_are_fixed(model_and_batch):
 
 def test_tiny_model_gflops_match_the_recorded_count(model_and_batch):
     model, image, params = model_and_batch
-    assert count_gflops(model, preprocess([image], params)) == pytest.approx(TINY_GFLOPS, rel=0.05)
+    assert count_gflops(model, preprocess([image], params)).at(100) == pytest.approx(TINY_GFLOPS, rel=0.05)
 
 
 def test_gflops_are_per_image(model_and_batch):
     model, image, params = model_and_batch
-    assert count_gflops(model, preprocess([image, image], params)) == pytest.approx(TINY_GFLOPS, rel=0.05)
+    assert count_gflops(model, preprocess([image, image], params)).at(100) == pytest.approx(TINY_GFLOPS, rel=0.05)
+
+
+def test_the_mask_head_is_counted_per_detection(model_and_batch):
+    model, image, params = model_and_batch
+    head = model.cfg.mask_head
+    side, channels = head.pooler.resolution, model.cfg.fpn.out_channels
+    # 3x3 convs at side x side, the 2x2 stride-2 deconvolution to 2*side, the 1x1 predictor (K classes)
+    convs = head.num_conv * 2 * 9 * channels * head.conv_dim * side * side
+    deconv = 2 * 4 * head.conv_dim * head.conv_dim * side * side
+    predictor = 2 * head.conv_dim * model.cfg.roi_heads.num_classes * (2 * side) ** 2
+    assert mask_head_gflops(model) == pytest.approx((convs + deconv + predictor) / 1e9, rel=1e-6)
+
+
+def test_the_count_for_given_detections_does_not_depend_on_how_many_the_weights_make(model_and_batch):
+    """A model making no detections (score threshold 1) counts the same for a backend's 100 as one making 100."""
+    model, image, params = model_and_batch
+    batch = preprocess([image], params)
+    every = count_gflops(model, batch)
+    heads, keep = model.roi_heads, model.roi_heads.cfg
+    heads.cfg = dataclasses.replace(keep, score_thresh_test=1.0)
+    try:
+        with torch.inference_mode():
+            detections, _ = model.inference(torch.from_numpy(batch.images), torch.from_numpy(batch.image_sizes))
+        none = count_gflops(model, batch)
+    finally:
+        heads.cfg = keep
+    assert len(detections.scores) == 0
+    assert none.at(100) == pytest.approx(every.at(100), rel=1e-6) and none.fixed == pytest.approx(every.fixed)

@@ -6,22 +6,59 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from instseg_deploy.modeling import MaskRCNN
 from instseg_deploy.processing.preprocess import Batch
 
 
-def count_gflops(model: MaskRCNN, batch: Batch) -> float:
-    """GFLOPs (multiply-add = 2 FLOPs) of convs, matmuls and linears for ``batch``.
+@dataclass(frozen=True)
+class ImageGflops:
+    """GFLOPs of one image, split by what the detections change: the mask head runs once per detection.
+
+    The count runs on the torch model of the architecture, whose weights (random unless --weights)
+    decide how many detections it makes; :meth:`at` gives the count for the detections a backend
+    really returned (its row's detections per image), so a row's GFLOP/s does not depend on them.
+    """
+
+    fixed: float  # backbone, FPN, RPN head and box head (on the proposals, POST_NMS_TOPK_TEST at real sizes)
+    per_detection: float  # the mask head on one detection
+
+    def at(self, detections_per_image: float) -> float:
+        return self.fixed + self.per_detection * detections_per_image
+
+
+def _gflops(run) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        run()
+    return counter.get_total_flops() / 1e9
+
+
+def mask_head_gflops(model: MaskRCNN) -> float:
+    """GFLOPs of the mask head on one RoI."""
+    head = model.roi_heads.mask_head
+    first = next(m for m in head.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)))
+    side = model.cfg.mask_head.pooler.resolution
+    return _gflops(lambda: head(torch.zeros(1, first.in_channels, side, side)))
+
+
+def count_gflops(model: MaskRCNN, batch: Batch) -> ImageGflops:
+    """GFLOPs (multiply-add = 2 FLOPs) of convs, matmuls and linears for ``batch``, per image.
 
     Data-dependent parts (NMS, RoIAlign sampling, mask paste) are not counted; they are a small
     share of the total at detection sizes, and the ROI-head cost follows the real proposals.
     """
-    counter = FlopCounterMode(display=False)
-    with counter, torch.inference_mode():
-        model.inference(torch.from_numpy(batch.images), torch.from_numpy(batch.image_sizes))
-    return counter.get_total_flops() / 1e9 / max(len(batch.images), 1)
+    outputs = {}
+
+    def run():
+        outputs["detections"], _ = model.inference(torch.from_numpy(batch.images), torch.from_numpy(batch.image_sizes))
+
+    images = max(len(batch.images), 1)
+    total = _gflops(run) / images
+    per_detection = mask_head_gflops(model)
+    return ImageGflops(total - per_detection * len(outputs["detections"].scores) / images, per_detection)
 
 
 def measure_peak_gflops(threads: int, size: int = 2048, repeats: int = 10) -> float:
