@@ -102,7 +102,8 @@ OPENVINO_PRECISION_NOTES = (
     "Triton's OpenVINO backend runs the CPU plugin's default precision: bf16 on CPUs with AVX512-BF16 or AMX,",
     "f32 elsewhere (its HINT_BF16 parameter can only ask for bf16). model.xml has one extra output per RoIAlign",
     "(its box input) so that bf16 keeps the box geometry f32, as `--backend openvino --precision bf16` does;",
-    "nothing reads them. For f32 on a BF16 CPU, serve the python flavour.")
+    "nothing reads them. An INT8 IR's float layers run bf16 there too (`--backend openvino` keeps them f32).",
+    "For f32 on a BF16 CPU, serve the python flavour.")
 
 NET_FORMATS = {
     "onnx": NetFormat("onnx", "onnxruntime_onnx", None, ("model.onnx",), KINDS, "intra_op_thread_count"),

@@ -5,8 +5,9 @@ bf16 on CPUs with AVX512-BF16 or AMX and f32 elsewhere; its only precision param
 YES and nothing else, so no config.pbtxt can ask for f32. Left alone, the plugin also rounds the
 poolers' box geometry to bf16 (runtime.openvino_bf16). The served IR therefore carries the extra outputs
 that keep that geometry in f32: on a BF16 CPU the net runs what `--backend openvino --precision bf16`
-runs; elsewhere it runs f32 and nothing reads the extra outputs. For f32 on a BF16 CPU, serve the
-python flavour, whose runner sets the precision itself.
+runs; elsewhere it runs f32 and nothing reads the extra outputs. An INT8 IR's float layers get the
+same bf16 (the runner of `--backend openvino` keeps them f32). For f32 on a BF16 CPU, serve the python
+flavour, whose runner sets the precision itself.
 """
 
 from __future__ import annotations
