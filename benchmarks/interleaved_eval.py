@@ -89,3 +89,11 @@ def median_seconds_round_robin(calls: dict[str, Callable[[], object]], runs: int
                 seconds[label].append(time.perf_counter() - start)
         print(f"{name}: round {round_ + 1}/{warmup + runs}", file=sys.stderr, flush=True)
     return {label: statistics.median(values) for label, values in seconds.items()}
+
+
+def print_latency_table(title: str, median: dict[str, float], column: str, ratio: Callable[[float], float],
+                        digits: int = 2) -> None:
+    """A Markdown table of median seconds in ms, with ``ratio`` of each as the last column."""
+    print(f"#### {title}\n\n| variant | ms | {column} |\n|---|---|---|")
+    for label, value in median.items():
+        print(f"| {label} | {1e3 * value:.1f} | {ratio(value):.{digits}f}x |")

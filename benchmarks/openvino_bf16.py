@@ -112,7 +112,7 @@ def time_variants(path: Path, runs: int) -> None:
     from functools import partial
 
     import numpy as np
-    from interleaved_eval import median_seconds_round_robin
+    from interleaved_eval import median_seconds_round_robin, print_latency_table
 
     from instseg_deploy.processing.graph_io import IMAGE_SIZES, IMAGES
 
@@ -122,11 +122,8 @@ def time_variants(path: Path, runs: int) -> None:
     feeds = {IMAGES: image, IMAGE_SIZES: np.array([[800, 1333]], np.int64)}
     median = median_seconds_round_robin({label: partial(predictor.runner.request.infer, feeds)
                                          for label, predictor in variants.items()}, runs, warmup=2)
-    print(f"#### {path.name}, model only, 800x1344, median of {runs} interleaved runs\n\n"
-          "| variant | ms | vs bf16, plugin's geometry |\n|---|---|---|")
-    for label, value in median.items():
-        print(f"| {label} | {1e3 * value:.1f} | {value / median[PLUGIN]:.3f}x |")
-
+    print_latency_table(f"{path.name}, model only, 800x1344, median of {runs} interleaved runs", median,
+                        "vs bf16, plugin's geometry", lambda value: value / median[PLUGIN], digits=3)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -125,7 +125,7 @@ def accuracy(name: str, images: Path, annotations: Path, fp32: Path, files: dict
 
 def speed(fp32: Path, files: dict[str, Path], runs: int) -> None:
     """Median model-only latency at 800x1344 (one synthetic image resized to 800x1333), round-robin."""
-    from interleaved_eval import median_seconds_round_robin
+    from interleaved_eval import median_seconds_round_robin, print_latency_table
 
     from instseg_deploy.bench.inputs import generated_images, resized_copies
     from instseg_deploy.image_io import read_image
@@ -144,11 +144,8 @@ def speed(fp32: Path, files: dict[str, Path], runs: int) -> None:
     batch = preprocess([read_image(image_path)[0]], preprocess_params(runners["ort fp32"].meta))
     median = median_seconds_round_robin({label: partial(runner.run, batch) for label, runner in runners.items()},
                                         runs)
-    print(f"#### {fp32.name}, model only, {'x'.join(map(str, batch.images.shape[2:]))}, median of {runs} "
-          "interleaved runs\n\n| variant | ms | vs ORT FP32 |\n|---|---|---|")
-    for label, value in median.items():
-        print(f"| {label} | {1e3 * value:.1f} | {median['ort fp32'] / value:.2f}x |")
-
+    print_latency_table(f"{fp32.name}, model only, {'x'.join(map(str, batch.images.shape[2:]))}, median of {runs} "
+                        "interleaved runs", median, "vs ORT FP32", lambda value: median["ort fp32"] / value)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
