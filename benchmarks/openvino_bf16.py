@@ -125,6 +125,7 @@ def time_variants(path: Path, runs: int) -> None:
     print_latency_table(f"{path.name}, model only, 800x1344, median of {runs} interleaved runs", median,
                         "vs bf16, plugin's geometry", lambda value: value / median[PLUGIN], digits=3)
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("/tmp/ov_parity"))

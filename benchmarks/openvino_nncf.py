@@ -25,6 +25,7 @@ import json
 import logging
 import re
 import sys
+import tempfile
 import time
 from functools import partial
 from pathlib import Path
@@ -136,16 +137,16 @@ def speed(fp32: Path, files: dict[str, Path], runs: int) -> None:
 
     runners = {"ort fp32": load_ort_runner(fp32, SessionSettings(threads=2))}
     runners.update({label: load_openvino_runner(path, OpenVinoSettings("f32", 2)) for label, path in files.items()})
-    folder = fp32.parent / "speed_image"
-    image_path = folder / "resized" / "0000.png"  # what resized_copies names the first image
-    if not image_path.is_file():
-        source = next(generated_images(folder / "generated", 1, seed=3).glob("*.jpg"))
-        resized_copies([str(source)], folder / "resized", 800, 1333)
-    batch = preprocess([read_image(image_path)[0]], preprocess_params(runners["ort fp32"].meta))
+    with tempfile.TemporaryDirectory(prefix="nncf-speed-") as tmp:
+        source = next(generated_images(Path(tmp) / "generated", 1, seed=3).glob("*.jpg"))
+        (image_path,) = resized_copies([str(source)], Path(tmp) / "resized", 800, 1333)
+        image = read_image(image_path)[0]
+    batch = preprocess([image], preprocess_params(runners["ort fp32"].meta))
     median = median_seconds_round_robin({label: partial(runner.run, batch) for label, runner in runners.items()},
                                         runs)
     print_latency_table(f"{fp32.name}, model only, {'x'.join(map(str, batch.images.shape[2:]))}, median of {runs} "
                         "interleaved runs", median, "vs ORT FP32", lambda value: median["ort fp32"] / value)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -29,11 +29,12 @@ class ImageGflops:
         return self.fixed + self.per_detection * detections_per_image
 
 
-def _gflops(run) -> float:
+def _gflops(run) -> tuple[float, object]:
+    """(GFLOPs of ``run()``, what it returned)."""
     counter = FlopCounterMode(display=False)
     with counter, torch.inference_mode():
-        run()
-    return counter.get_total_flops() / 1e9
+        result = run()
+    return counter.get_total_flops() / 1e9, result
 
 
 def mask_head_gflops(model: MaskRCNN) -> float:
@@ -41,7 +42,7 @@ def mask_head_gflops(model: MaskRCNN) -> float:
     head = model.roi_heads.mask_head
     first = next(m for m in head.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)))
     side = model.cfg.mask_head.pooler.resolution
-    return _gflops(lambda: head(torch.zeros(1, first.in_channels, side, side)))
+    return _gflops(lambda: head(torch.zeros(1, first.in_channels, side, side)))[0]
 
 
 def count_gflops(model: MaskRCNN, batch: Batch) -> ImageGflops:
@@ -50,15 +51,11 @@ def count_gflops(model: MaskRCNN, batch: Batch) -> ImageGflops:
     Data-dependent parts (NMS, RoIAlign sampling, mask paste) are not counted; they are a small
     share of the total at detection sizes, and the ROI-head cost follows the real proposals.
     """
-    outputs = {}
-
-    def run():
-        outputs["detections"], _ = model.inference(torch.from_numpy(batch.images), torch.from_numpy(batch.image_sizes))
-
+    total, (detections, _) = _gflops(lambda: model.inference(torch.from_numpy(batch.images),
+                                                             torch.from_numpy(batch.image_sizes)))
     images = max(len(batch.images), 1)
-    total = _gflops(run) / images
     per_detection = mask_head_gflops(model)
-    return ImageGflops(total - per_detection * len(outputs["detections"].scores) / images, per_detection)
+    return ImageGflops((total - per_detection * len(detections.scores)) / images, per_detection)
 
 
 def measure_peak_gflops(threads: int, size: int = 2048, repeats: int = 10) -> float:

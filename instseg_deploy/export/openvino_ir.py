@@ -18,7 +18,12 @@ from pathlib import Path
 from instseg_deploy.errors import InstsegError
 from instseg_deploy.model_file.metadata import METADATA_KEY
 from instseg_deploy.model_file.reader import IR_SUFFIX
-from instseg_deploy.runtime.openvino import error_line, import_openvino, openvino_model_file, read_openvino_model
+from instseg_deploy.runtime.openvino import (
+    import_openvino,
+    openvino_model_file,
+    read_openvino_model,
+    write_openvino_model,
+)
 
 
 @dataclass(frozen=True)
@@ -48,10 +53,7 @@ def export_openvino_ir(onnx_path: str | os.PathLike, out: str | os.PathLike) -> 
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.stem}.", dir=out.parent) as tmp:
         staged = Path(tmp) / f"{out.stem}.xml"
-        try:
-            ov.save_model(model, str(staged), compress_to_fp16=False)
-        except RuntimeError as e:
-            raise InstsegError(f"OpenVINO could not write {out}: {error_line(e)}") from None
+        write_openvino_model(ov, model, staged, destination=out)
         os.replace(staged.with_suffix(".bin"), out.with_suffix(".bin"))
         os.replace(staged, out)
     weights = out.with_suffix(".bin")

@@ -214,6 +214,16 @@ def read_openvino_model(core, path: Path, graph: Any = None):
         raise InstsegError(f"OpenVINO cannot read {path}: {error_line(e)}") from None
 
 
+def write_openvino_model(ov, model, xml: Path, destination: Path | None = None) -> None:
+    """``model`` as an IR at ``xml`` (+ its .bin), weights kept f32 (``save_model`` would compress them to
+    f16 by default), with a one-line error naming ``destination`` (default ``xml``; a staged write names
+    where the file is going)."""
+    try:
+        ov.save_model(model, str(xml), compress_to_fp16=False)
+    except RuntimeError as e:
+        raise InstsegError(f"OpenVINO could not write {destination or xml}: {error_line(e)}") from None
+
+
 def _is_inline_qdq(graph) -> bool:
     """A Q/DQ ONNX graph whose weights are inside the ModelProto (not in external data files)."""
     from onnx import TensorProto

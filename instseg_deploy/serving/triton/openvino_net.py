@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from instseg_deploy.errors import InstsegError
 from instseg_deploy.model_file.reader import ModelFile
-from instseg_deploy.runtime.openvino import error_line, import_openvino, read_openvino_model
+from instseg_deploy.runtime.openvino import import_openvino, read_openvino_model, write_openvino_model
 from instseg_deploy.runtime.openvino_bf16 import keep_roi_geometry_f32
 from instseg_deploy.serving.triton.model_config import NET_FORMATS
 
@@ -29,8 +28,5 @@ def write_served_ir(model: ModelFile, folder: Path) -> str:
     keep_roi_geometry_f32(ir)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / NET_FORMATS["openvino"].files[0]
-    try:  # into the repository's staging folder, which replaces the old repository only when complete
-        ov.save_model(ir, str(target), compress_to_fp16=False)
-    except RuntimeError as e:
-        raise InstsegError(f"OpenVINO could not write {target}: {error_line(e)}") from None
+    write_openvino_model(ov, ir, target)  # into the repository's staging folder, moved only when complete
     return target.name
