@@ -69,13 +69,11 @@ def variant(path: Path, precision: str, roi_geometry: str = "f32", part: str | N
     if part is None:
         settings = OpenVinoSettings(precision, THREADS, cache=False, roi_geometry=roi_geometry)
         return exported_model_predictor(load_openvino_runner(path, settings), path, None)
-    import openvino as ov
-
     from instseg_deploy.model_file.reader import read_model_file
-    from instseg_deploy.runtime.openvino import HINTS, OpenVinoRunner, read_openvino_model
+    from instseg_deploy.runtime.openvino import HINTS, OpenVinoRunner, read_openvino_model, shared_core
     from instseg_deploy.runtime.openvino_bf16 import keep_roi_geometry_f32
 
-    core, model_file = ov.Core(), read_model_file(path)
+    core, model_file = shared_core(), read_model_file(path)
     model = read_openvino_model(core, path, model_file.graph)
     keep_roi_geometry_f32(model)
     model = keep_f32(core, model, PARTS[part])
@@ -145,9 +143,9 @@ def main() -> None:
     from instseg_deploy.bench.machine import cpu_isa
     from instseg_deploy.data.synth import generate
     from instseg_deploy.demo_data import DEMO_DATA
-    from instseg_deploy.runtime.openvino import cpu_capabilities
+    from instseg_deploy.runtime.openvino import cpu_capabilities, shared_core
 
-    if "BF16" not in cpu_capabilities(ov.Core()):
+    if "BF16" not in cpu_capabilities(shared_core()):
         sys.exit("this CPU has no native BF16: OpenVINO would run every variant as f32")
     isa = cpu_isa()
     print(f"CPU: {isa.model} ({isa.summary}); openvino {ov.__version__.split('-')[0]}\n")

@@ -68,9 +68,10 @@ def nncf_int8(fp32: Path, calib: Path, num_images: int, out: Path, preset: str, 
     from instseg_deploy.model_file.metadata import FLOAT_PRE_POOL_KEY, METADATA_KEY
     from instseg_deploy.model_file.reader import read_model_file
     from instseg_deploy.quantize.calibration import reader_for_model
+    from instseg_deploy.runtime.openvino import shared_core
 
     meta = read_model_file(fp32).metadata
-    model = ov.Core().read_model(str(fp32))
+    model = shared_core().read_model(str(fp32))
     reader = reader_for_model(meta, [port.get_any_name() for port in model.inputs],
                               calibration_images(images=calib / "images", num_images=num_images))
     samples = []

@@ -126,3 +126,31 @@ def test_bad_settings(fixture_export):
         load_predictor("openvino", model=fixture_export["onnx"], precision="fp8")
     with pytest.raises(InstsegError, match="--hint 'fast'"):
         load_predictor("openvino", model=fixture_export["onnx"], hint="fast")
+
+
+def test_every_openvino_path_shares_one_core(fixture_export, tmp_path, monkeypatch):
+    """A second ``openvino.Core`` in one process corrupted the interpreter's heap (a later test crashed with
+    SIGSEGV, every time): loading, exporting, serving, doctor and bench all go through ``shared_core``.
+    The trap that replaces ``openvino.Core`` only checks our own calls; it creates no Core."""
+    from instseg_deploy.bench.flops import measure_openvino_peak
+    from instseg_deploy.bench.run import BenchRequest, _openvino_rows
+    from instseg_deploy.cli.doctor import probe_environment
+    from instseg_deploy.export.openvino_ir import export_openvino_ir
+    from instseg_deploy.model_file.reader import read_model_file
+    from instseg_deploy.runtime.openvino import OpenVinoSettings, load_openvino_runner, shared_core
+    from instseg_deploy.serving.triton.openvino_net import write_served_ir
+
+    def second_core(*args):
+        raise AssertionError("a second openvino.Core was made")
+
+    core = shared_core()
+    monkeypatch.setattr(ov, "Core", second_core)
+    first = load_openvino_runner(fixture_export["onnx"], OpenVinoSettings("f32", 1, cache=False))
+    second = load_openvino_runner(fixture_export["xml"], OpenVinoSettings("f32", 1, cache=False))
+    xml = export_openvino_ir(fixture_export["onnx"], tmp_path / "again.xml").xml
+    write_served_ir(read_model_file(xml), tmp_path / "served")
+    assert probe_environment(gpu_probe=lambda: False).openvino_capabilities
+    assert _openvino_rows(BenchRequest(backends=("openvino",), precisions=("auto",)), fixture_export["onnx"])
+    assert measure_openvino_peak("f32", threads=1, size=64, repeats=1).gflops
+    assert shared_core() is core
+    del first, second

@@ -157,16 +157,16 @@ def test_output_pairs_an_integer_layer_or_the_graph_reads_are_kept():
 def test_openvino_reads_a_qdq_file_in_its_layout_and_leaves_the_file_alone(tmp_path):
     """read_openvino_model on a Q/DQ ONNX: OpenVINO gets the shared, dropped layout (fewer
     FakeQuantize than the file as written), the caller's ModelProto is unchanged, results agree."""
-    ov = pytest.importorskip("openvino", reason="openvino is not installed")
+    pytest.importorskip("openvino", reason="openvino is not installed")
     from pathlib import Path
 
-    from instseg_deploy.runtime.openvino import read_openvino_model
+    from instseg_deploy.runtime.openvino import read_openvino_model, shared_core
 
     model = _conv_chain()
     path = tmp_path / "chain.onnx"
     onnx.save(model, str(path))
     before = model.SerializeToString()
-    core = ov.Core()
+    core = shared_core()
     as_written = core.read_model(str(path))
     laid_out = read_openvino_model(core, Path(path), model)
     assert model.SerializeToString() == before

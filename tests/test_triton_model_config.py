@@ -185,8 +185,9 @@ def test_engine_net_config_from_the_sidecar(pb2, tiny_exports, tmp_path, shape):
 
 
 def test_openvino_ir_net_config(pb2, tiny_exports, tmp_path):
-    ov = pytest.importorskip("openvino", reason="openvino is not installed")
+    pytest.importorskip("openvino", reason="openvino is not installed")
     from instseg_deploy.export.openvino_ir import export_openvino_ir
+    from instseg_deploy.runtime.openvino import shared_core
 
     for shape in ("dynamic", "fixed"):
         xml = export_openvino_ir(tiny_exports[shape], tmp_path / shape / "model.xml").xml
@@ -195,7 +196,7 @@ def test_openvino_ir_net_config(pb2, tiny_exports, tmp_path):
         assert config.parameters["INFERENCE_NUM_THREADS"].string_value == "2"
         inputs, outputs = config_io(config, pb2)
         # OpenVINO itself reads the same names, types and shapes (-1 where dynamic)
-        model = ov.Core().read_model(str(xml))
+        model = shared_core().read_model(str(xml))
         assert (inputs, outputs) == (ov_table(model.inputs), ov_table(model.outputs))
         graph_inputs, graph_outputs = onnx_io(tiny_exports[shape])
         assert inputs == graph_inputs and list(outputs) == list(graph_outputs)
@@ -211,17 +212,18 @@ def test_openvino_ir_net_config(pb2, tiny_exports, tmp_path):
 def test_native_openvino_net_carries_the_geometry_outputs_its_config_leaves_out(pb2, tiny_exports, tmp_path):
     """Triton's openvino backend cannot ask for f32, so the served IR keeps the box geometry f32 under the
     plugin's default bf16 (serving.triton.openvino_net); the config lists the graph's outputs only."""
-    ov = pytest.importorskip("openvino", reason="openvino is not installed")
+    pytest.importorskip("openvino", reason="openvino is not installed")
     from instseg_deploy.export.openvino_ir import export_openvino_ir
+    from instseg_deploy.runtime.openvino import shared_core
     from instseg_deploy.runtime.openvino_bf16 import ROI_ALIGN_TYPE
     from instseg_deploy.serving.triton.repository import RepositoryRequest, write_repository
 
     xml = export_openvino_ir(tiny_exports["dynamic"], tmp_path / "model.xml").xml
-    source = ov.Core().read_model(str(xml))
+    source = shared_core().read_model(str(xml))
     roi_aligns = sum(op.get_type_name() == ROI_ALIGN_TYPE for op in source.get_ops())
     repository = write_repository(RepositoryRequest(xml, tmp_path / "repo", flavour="native"))
     served_xml = repository / "instseg_net" / "1" / "model.xml"
-    served = ov.Core().read_model(str(served_xml))
+    served = shared_core().read_model(str(served_xml))
     graph_outputs = [p.get_any_name() for p in source.outputs]
     served_outputs = [p.get_any_name() for p in served.outputs]
     assert roi_aligns > 0 and served_outputs[:len(graph_outputs)] == graph_outputs
@@ -232,7 +234,7 @@ def test_native_openvino_net_carries_the_geometry_outputs_its_config_leaves_out(
     assert "HINT_BF16" in (repository / "README.md").read_text()
     # serving a served IR again adds nothing
     again = write_repository(RepositoryRequest(served_xml, tmp_path / "again", flavour="native"))
-    assert len(ov.Core().read_model(str(again / "instseg_net" / "1" / "model.xml")).outputs) == len(served_outputs)
+    assert len(shared_core().read_model(str(again / "instseg_net" / "1" / "model.xml")).outputs) == len(served_outputs)
     assert list(config_io(parse_config((again / "instseg_net" / "config.pbtxt").read_text()), pb2)[1]) == \
         graph_outputs
 

@@ -514,11 +514,12 @@ def test_native_openvino_net_gives_the_answers_of_the_plugins_default_precision(
     ov = pytest.importorskip("openvino", reason="openvino is not installed")
     from instseg_deploy.export.openvino_ir import export_openvino_ir
     from instseg_deploy.runtime.factory import load_predictor
+    from instseg_deploy.runtime.openvino import shared_core
 
     xml = export_openvino_ir(exported_onnx["raw"], tmp_path / "model.xml").xml
     repository = _native_with_stand_in(xml, tmp_path / "repo", 'backend: "openvino"', OPENVINO_STAND_IN)
     served = _served_answers(repository, tmp_path, images[:3])
-    default = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")
+    default = shared_core().get_property("CPU", "INFERENCE_PRECISION_HINT")
     precision = {ov.Type.bf16: "bf16", ov.Type.f32: "f32"}[default]
     local = load_predictor("openvino", model=xml, precision=precision, score_thresh=None, mask_format="rle")
     for got, image in zip(served, images[:3]):

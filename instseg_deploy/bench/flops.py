@@ -139,11 +139,11 @@ def measure_openvino_peak(compute: str, threads: int, size: int = 2048, repeats:
                               "measures it")
     import time
 
-    from instseg_deploy.runtime.openvino import openvino_version
+    from instseg_deploy.runtime.openvino import openvino_version, shared_core
 
     version = openvino_version(ov)
     try:
-        compiled = ov.Core().compile_model(_openvino_gemm(size, int8=compute == "int8"), "CPU", {
+        compiled = shared_core().compile_model(_openvino_gemm(size, int8=compute == "int8"), "CPU", {
             "INFERENCE_PRECISION_HINT": "bf16" if compute == "bf16" else "f32", "INFERENCE_NUM_THREADS": threads,
             "PERFORMANCE_HINT": "LATENCY"})
         request = compiled.create_infer_request()

@@ -94,11 +94,17 @@ def probe_environment(gpu_probe: Optional[Callable[[], bool]] = None) -> Environ
     env = Environment(torch_version, torch_cuda, gpus, ort_version, providers, trt_version, trt_problem,
                       plugin_path, plugin_problem, nvidia_gpu=(gpu_probe or nvidia_gpu_found)())
     try:
-        from instseg_deploy.runtime.openvino import cpu_capabilities, error_line, import_openvino, openvino_version
+        from instseg_deploy.runtime.openvino import (
+            cpu_capabilities,
+            error_line,
+            import_openvino,
+            openvino_version,
+            shared_core,
+        )
 
         ov = import_openvino()
         env.openvino_version = openvino_version(ov)
-        env.openvino_capabilities = list(cpu_capabilities(ov.Core()))
+        env.openvino_capabilities = list(cpu_capabilities(shared_core()))
     except InstsegError as e:
         env.openvino_problem = str(e)
     except RuntimeError as e:  # the CPU plugin failed to load

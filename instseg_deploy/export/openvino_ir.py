@@ -22,6 +22,7 @@ from instseg_deploy.runtime.openvino import (
     import_openvino,
     openvino_model_file,
     read_openvino_model,
+    shared_core,
     write_openvino_model,
 )
 
@@ -48,7 +49,7 @@ def export_openvino_ir(onnx_path: str | os.PathLike, out: str | os.PathLike) -> 
         raise InstsegError(f"{onnx_path} is not an ONNX model; --to openvino converts an `instseg export` .onnx")
     meta = source.require_metadata("export it with `instseg export --to onnx` first")
     ov = import_openvino()
-    model = read_openvino_model(ov.Core(), onnx_path, source.graph)
+    model = read_openvino_model(shared_core(), onnx_path, source.graph)
     model.set_rt_info(json.dumps(meta), [METADATA_KEY])
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.stem}.", dir=out.parent) as tmp:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ PRECISIONS = ("f32", "bf16", "auto")
 AUTO_PRECISION = "f32"
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 OPENVINO_INSTALL = "pip install openvino"
+_core = None
+_core_lock = threading.Lock()
 
 
 class OpenVinoUnavailable(InstsegError):
@@ -74,6 +77,20 @@ def import_openvino():
         detail = "" if e.name == "openvino" else f" ({e})"
         raise OpenVinoUnavailable(f"OpenVINO is not installed{detail}: {OPENVINO_INSTALL}") from None
     return openvino
+
+
+def shared_core():
+    """The process's one ``openvino.Core``, made on first use; every OpenVINO call here goes through it.
+
+    A second Core in the same process corrupts the interpreter's heap: with two models compiled through
+    two Cores (openvino 2026.4.1), a later, unrelated test crashed pytest with SIGSEGV every time, and did
+    not with both compiled through one Core (others hit the same: ultralytics/ultralytics#25864).
+    """
+    global _core
+    with _core_lock:
+        if _core is None:
+            _core = import_openvino().Core()
+        return _core
 
 
 def openvino_version(ov) -> str:
@@ -145,7 +162,7 @@ def load_openvino_runner(path: str | os.PathLike, settings: OpenVinoSettings | N
 
     settings = settings or OpenVinoSettings()
     settings.check()
-    ov = import_openvino()
+    core = shared_core()  # first: a missing OpenVINO is the error to report
     path = Path(path)
     model_file = openvino_model_file(path, needs_metadata=config_fallback is None)
     meta = model_file.metadata if model_file.metadata is not None else config_fallback
@@ -153,7 +170,6 @@ def load_openvino_runner(path: str | os.PathLike, settings: OpenVinoSettings | N
         raise InstsegError(f"{path} was quantized by an older instseg-deploy whose Q/DQ placement OpenVINO "
                            "mis-computes (the stem's Q/DQ before Relu -> MaxPool: about 4 AP lost); quantize the "
                            "FP32 model again with `instseg quantize`")
-    core = ov.Core()
     model = read_openvino_model(core, path, model_file.graph)
     precision = resolve_precision(settings.precision, cpu_capabilities(core))
     if meta.get("precision", "fp32") != "fp32" and precision == "bf16":
