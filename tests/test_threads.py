@@ -1,4 +1,5 @@
-"""runtime.threads: torch's thread count follows --threads, else the cores other work leaves idle."""
+"""runtime.threads: torch's thread count follows --threads, else the cores other work leaves idle; ONNX Runtime's
+threads are free when a run returns."""
 
 from __future__ import annotations
 
@@ -27,3 +28,11 @@ def test_explicit_threads_win_and_are_set(monkeypatch):
         assert threads.set_torch_threads(0) == 3 and torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_onnx_runtime_threads_stop_spinning_when_a_run_returns(exported_onnx):
+    from instseg_deploy.runtime.ort import FORCE_SPINNING_STOP, SessionSettings, load_ort_runner
+
+    runner = load_ort_runner(exported_onnx["raw"], SessionSettings(threads=2))
+    options = runner.session.get_session_options()
+    assert options.get_session_config_entry(FORCE_SPINNING_STOP) == "1" and options.intra_op_num_threads == 2

@@ -62,6 +62,9 @@ class OrtBackend final : public Backend {
     settings.SetIntraOpNumThreads(options.threads);
     settings.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
     settings.SetLogSeverityLevel(3);
+    // Threads spin inside a run but stop when it returns, so they do not hold the cores through the
+    // caller's post-processing (as the Python runner, instseg_deploy/runtime/ort.py).
+    settings.AddConfigEntry("session.force_spinning_stop", "1");
     try {
       session_ = Ort::Session(env_, path.c_str(), settings);
     } catch (const Ort::Exception& e) {

@@ -16,6 +16,7 @@ from instseg_deploy.runtime.runner import RawDetections, fixed_input_shape
 from instseg_deploy.runtime.trt.profiles import input_profiles, resolve_image_range
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "trt": "TensorrtExecutionProvider"}
+FORCE_SPINNING_STOP = "session.force_spinning_stop"  # an ONNX Runtime session config key
 OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
               "all": "ORT_ENABLE_ALL"}
 
@@ -53,6 +54,10 @@ def create_session(path: str | os.PathLike, settings: SessionSettings, proto=Non
     options.intra_op_num_threads = settings.threads
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[settings.optimization])
     options.log_severity_level = 3
+    # The intra-op threads still spin inside a run, but stop when it returns: spinning on, they hold the
+    # cores through our post-processing and whatever runs next (in one process, OpenVINO f32 after an ORT
+    # run lost 25 ms per fixture image to them; benchmarks/OPENVINO.md). ORT's own speed is unchanged.
+    options.add_session_config_entry(FORCE_SPINNING_STOP, "1")
     model: str | bytes = str(path)
     if proto is not None and uses_plugin(proto):
         model = _plugin_model_for_ort(path, options)
