@@ -1,6 +1,6 @@
 """ONNX Runtime vs OpenVINO (f32, bf16, INT8) on the CPU, measured interleaved in one run.
 
-Two sections, both printed as Markdown on stdout (progress on stderr):
+Three sections, all printed as Markdown on stdout (progress on stderr):
 
 1. Model speed at 800x1333 (padded to 800x1344) of the R50-FPN-3x architecture with seeded random
    weights (conv time does not depend on the weights): `instseg bench` rows for ORT FP32, ORT INT8,
@@ -9,6 +9,8 @@ Two sections, both printed as Markdown on stdout (progress on stderr):
 2. The whole `eval` of the fixture model on its val set: for every image in turn, each backend
    predicts it (pre/post-processing included), so the per-backend totals are interleaved too; AP of
    every backend from the same predictions.
+3. What a change of input shapes between two calls costs each runner on that set (model time of
+   each image right after another image and right after itself).
 
     python benchmarks/openvino_speed.py --work /tmp/bench_ov --rounds 6 --threads 2
 
@@ -71,10 +73,9 @@ def model_speed(fp32: Path, int8: Path, threads: int, rounds: int) -> str:
     return markdown(result) + f"\n\nModel-only p50 speed-up over ORT FP32 (same run): {ratios}.\n"
 
 
-def whole_eval(threads: int, work: Path) -> str:
-    """Every backend predicts each fixture val image in turn; totals and AP per backend. The INT8 rows
-    run the fixture model's INT8 QDQ file (benchmarks/openvino_parity.py makes both files)."""
-    from interleaved_eval import predict_interleaved
+def fixture_predictors(threads: int, work: Path):
+    """(the fixture val set, {label: predictor}) for ORT and OpenVINO on the fixture model's FP32 export and
+    its INT8 QDQ file (benchmarks/openvino_parity.py makes both files)."""
     from openvino_parity import models as fixture_models
 
     from instseg_deploy.data.coco import load_coco_dataset
@@ -85,11 +86,17 @@ def whole_eval(threads: int, work: Path) -> str:
     dataset = load_coco_dataset(val / "images", val / "annotations.json")
     fp32, int8 = fixture_models(work / "fixture")
     every = {"threads": threads, "score_thresh": None}  # AP needs every detection
-    predictors = {"ort fp32": load_predictor("ort", model=fp32, **every),
-                  "openvino f32": load_predictor("openvino", model=fp32, precision="f32", **every),
-                  "openvino bf16": load_predictor("openvino", model=fp32, precision="bf16", **every),
-                  "ort int8": load_predictor("ort", model=int8, **every),
-                  "openvino int8": load_predictor("openvino", model=int8, **every)}
+    return dataset, {"ort fp32": load_predictor("ort", model=fp32, **every),
+                     "openvino f32": load_predictor("openvino", model=fp32, precision="f32", **every),
+                     "openvino bf16": load_predictor("openvino", model=fp32, precision="bf16", **every),
+                     "ort int8": load_predictor("ort", model=int8, **every),
+                     "openvino int8": load_predictor("openvino", model=int8, **every)}
+
+
+def whole_eval(dataset, predictors: dict) -> str:
+    """Every backend predicts each image in turn; totals and AP per backend."""
+    from interleaved_eval import predict_interleaved
+
     run = predict_interleaved(predictors, dataset)
     ap, seconds = run.ap(dataset), run.seconds
     lines = ["| backend | eval s (100 images) | speed-up vs ORT | bbox AP | segm AP | detections |",
@@ -97,6 +104,37 @@ def whole_eval(threads: int, work: Path) -> str:
     for name in predictors:
         lines.append(f"| {name} | {seconds[name]:.1f} | {seconds['ort fp32'] / seconds[name]:.2f}x | "
                      f"{ap[name]['bbox']:.3f} | {ap[name]['segm']:.3f} | {len(run.detections[name])} |")
+    return "\n".join(lines) + "\n"
+
+
+def shape_switch(dataset, predictors: dict) -> str:
+    """What a change of input shapes costs each runner: every image's model time right after another image
+    (the previous one of the set, other runners in between) and right after itself, means over the set.
+    The images' sizes differ, and so do the data-dependent sizes inside (proposals per FPN level,
+    detections); one warm pass first, so every image size has been seen once."""
+    import time
+
+    from instseg_deploy.data.coco import read_dataset_image
+
+    images = [read_dataset_image(r.path, r.id, r.height, r.width) for r in dataset.images]
+    batches = {label: [p.preprocess_batch([image]) for image in images] for label, p in predictors.items()}
+    for label, predictor in predictors.items():
+        for batch in batches[label]:
+            predictor.runner.run(batch)
+    after_other, after_itself = dict.fromkeys(predictors, 0.0), dict.fromkeys(predictors, 0.0)
+    for i in range(len(images)):
+        for label, predictor in predictors.items():
+            start = time.perf_counter()
+            predictor.runner.run(batches[label][i])
+            middle = time.perf_counter()
+            predictor.runner.run(batches[label][i])
+            after_other[label] += middle - start
+            after_itself[label] += time.perf_counter() - middle
+    n = len(images)
+    lines = ["| backend | model ms after another image | after itself | cost of the change |", "|---|---|---|---|"]
+    for label in predictors:
+        lines.append(f"| {label} | {after_other[label] / n * 1e3:.1f} | {after_itself[label] / n * 1e3:.1f} | "
+                     f"{(after_other[label] - after_itself[label]) / n * 1e3:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -116,8 +154,11 @@ def main() -> None:
         fp32, int8 = r50_models(args.work, args.calib_images)
         print("### R50-FPN-3x architecture, 800x1333, model only\n")
         print(model_speed(fp32, int8, args.threads, args.rounds))
+    dataset, predictors = fixture_predictors(args.threads, args.work)
     print("### Fixture model, whole eval on its val set (100 images), interleaved per image\n")
-    print(whole_eval(args.threads, args.work))
+    print(whole_eval(dataset, predictors))
+    print("### Fixture model: the cost of a change of input shapes, per image of its val set\n")
+    print(shape_switch(dataset, predictors))
 
 
 if __name__ == "__main__":
