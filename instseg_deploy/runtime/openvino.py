@@ -82,9 +82,9 @@ def import_openvino():
 def shared_core():
     """The process's one ``openvino.Core``, made on first use; every OpenVINO call here goes through it.
 
-    A second Core in the same process corrupts the interpreter's heap: with two models compiled through
-    two Cores (openvino 2026.4.1), a later, unrelated test crashed pytest with SIGSEGV every time, and did
-    not with both compiled through one Core (others hit the same: ultralytics/ultralytics#25864).
+    Two Cores in one process are not safe: with a model compiled through each (openvino 2026.4.1), a later,
+    unrelated test crashed pytest with SIGSEGV in 3 runs of 3, and in none of 3 with both compiled through
+    one Core (others hit the same: ultralytics/ultralytics#25864).
     """
     global _core
     with _core_lock:
