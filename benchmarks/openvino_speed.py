@@ -118,11 +118,14 @@ def shape_switch(dataset, predictors: dict) -> str:
 
     images = [read_dataset_image(r.path, r.id, r.height, r.width) for r in dataset.images]
     batches = {label: [p.preprocess_batch([image]) for image in images] for label, p in predictors.items()}
+    log("shape changes: one warm pass per runner")
     for label, predictor in predictors.items():
         for batch in batches[label]:
             predictor.runner.run(batch)
     after_other, after_itself = dict.fromkeys(predictors, 0.0), dict.fromkeys(predictors, 0.0)
     for i in range(len(images)):
+        if i % 50 == 0:
+            log(f"shape changes: image {i + 1}/{len(images)}")
         for label, predictor in predictors.items():
             start = time.perf_counter()
             predictor.runner.run(batches[label][i])
