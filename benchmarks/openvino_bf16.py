@@ -45,7 +45,7 @@ def log(message: str) -> None:
 
 def keep_f32(core, model, prefix: str):
     """``model`` read back from an IR in which every node named ``prefix``... carries KEEP_PRECISION."""
-    import openvino as ov
+    from instseg_deploy.runtime.openvino import write_openvino_model
 
     names = {op.get_friendly_name() for op in model.get_ops()
              if op.get_friendly_name().startswith(prefix) and op.get_type_name() not in ("Constant", "Parameter")}
@@ -55,7 +55,7 @@ def keep_f32(core, model, prefix: str):
 
     with tempfile.TemporaryDirectory() as folder:
         xml = Path(folder) / "model.xml"
-        ov.save_model(model, str(xml), compress_to_fp16=False)
+        write_openvino_model(model, xml)
         xml.write_text(re.sub(r'<layer id="\d+" name="([^"]*)" type="(?!Result")[^"]*"[^>]*>', mark, xml.read_text()))
         return core.read_model(str(xml), str(xml.with_suffix(".bin")))
 

@@ -62,13 +62,12 @@ def nncf_int8(fp32: Path, calib: Path, num_images: int, out: Path, preset: str, 
     if out.is_file():
         return out
     import nncf
-    import openvino as ov
 
     from instseg_deploy.data.calibration import calibration_images
     from instseg_deploy.model_file.metadata import FLOAT_PRE_POOL_KEY, METADATA_KEY
     from instseg_deploy.model_file.reader import read_model_file
     from instseg_deploy.quantize.calibration import reader_for_model
-    from instseg_deploy.runtime.openvino import shared_core
+    from instseg_deploy.runtime.openvino import shared_core, write_openvino_model
 
     meta = read_model_file(fp32).metadata
     model = shared_core().read_model(str(fp32))
@@ -91,7 +90,7 @@ def nncf_int8(fp32: Path, calib: Path, num_images: int, out: Path, preset: str, 
     meta = {**meta, "precision": "int8", "int8": {"tool": f"nncf {nncf.__version__}", "preset": preset,
                                                   "calibration_images": len(samples), FLOAT_PRE_POOL_KEY: stem_convs}}
     quantized.set_rt_info(json.dumps(meta), [METADATA_KEY])
-    ov.save_model(quantized, str(out), compress_to_fp16=False)
+    write_openvino_model(quantized, out)
     return out
 
 

@@ -18,13 +18,7 @@ from pathlib import Path
 from instseg_deploy.errors import InstsegError
 from instseg_deploy.model_file.metadata import METADATA_KEY
 from instseg_deploy.model_file.reader import IR_SUFFIX
-from instseg_deploy.runtime.openvino import (
-    import_openvino,
-    openvino_model_file,
-    read_openvino_model,
-    shared_core,
-    write_openvino_model,
-)
+from instseg_deploy.runtime.openvino import openvino_model_file, read_openvino_model, shared_core, write_openvino_model
 
 
 @dataclass(frozen=True)
@@ -48,13 +42,12 @@ def export_openvino_ir(onnx_path: str | os.PathLike, out: str | os.PathLike) -> 
     if source.format != "onnx":
         raise InstsegError(f"{onnx_path} is not an ONNX model; --to openvino converts an `instseg export` .onnx")
     meta = source.require_metadata("export it with `instseg export --to onnx` first")
-    ov = import_openvino()
     model = read_openvino_model(shared_core(), onnx_path, source.graph)
     model.set_rt_info(json.dumps(meta), [METADATA_KEY])
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.stem}.", dir=out.parent) as tmp:
         staged = Path(tmp) / f"{out.stem}.xml"
-        write_openvino_model(ov, model, staged, destination=out)
+        write_openvino_model(model, staged, destination=out)
         os.replace(staged.with_suffix(".bin"), out.with_suffix(".bin"))
         os.replace(staged, out)
     weights = out.with_suffix(".bin")

@@ -6,7 +6,7 @@ model modelopt took ~4.5x longer, dropped the metadata, needs a CUDA stack (onnx
 cupy) that displaces the CPU onnxruntime, and puts Q/DQ on inputs only -- a placement ONNX
 Runtime's CPU provider cannot fuse into integer kernels (0 of 80 convs), so no CPU speed-up. For
 OpenVINO, NNCF's post-training quantization of the same export (same calibration images and float
-parts) ran 6-8% faster but moved the fixture val set's bbox AP by +0.59 or more, and writes an IR
+parts) ran 3-7% faster but moved the fixture val set's bbox AP by +0.59 or more, and writes an IR
 that ONNX Runtime and TensorRT cannot run (benchmarks/openvino_nncf.py).
 
 TensorRT-compatible placement by default: symmetric INT8 activations (zero point 0),

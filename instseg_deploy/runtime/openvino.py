@@ -230,12 +230,12 @@ def read_openvino_model(core, path: Path, graph: Any = None):
         raise InstsegError(f"OpenVINO cannot read {path}: {error_line(e)}") from None
 
 
-def write_openvino_model(ov, model, xml: Path, destination: Path | None = None) -> None:
+def write_openvino_model(model, xml: Path, destination: Path | None = None) -> None:
     """``model`` as an IR at ``xml`` (+ its .bin), weights kept f32 (``save_model`` would compress them to
     f16 by default), with a one-line error naming ``destination`` (default ``xml``; a staged write names
     where the file is going)."""
     try:
-        ov.save_model(model, str(xml), compress_to_fp16=False)
+        import_openvino().save_model(model, str(xml), compress_to_fp16=False)
     except RuntimeError as e:
         raise InstsegError(f"OpenVINO could not write {destination or xml}: {error_line(e)}") from None
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from instseg_deploy.model_file.reader import ModelFile
-from instseg_deploy.runtime.openvino import import_openvino, read_openvino_model, shared_core, write_openvino_model
+from instseg_deploy.runtime.openvino import read_openvino_model, shared_core, write_openvino_model
 from instseg_deploy.runtime.openvino_bf16 import keep_roi_geometry_f32
 from instseg_deploy.serving.triton.model_config import NET_FORMATS
 
@@ -23,10 +23,9 @@ from instseg_deploy.serving.triton.model_config import NET_FORMATS
 def write_served_ir(model: ModelFile, folder: Path) -> str:
     """Write ``model`` (an IR) into ``folder`` as model.xml + model.bin with the geometry outputs added;
     the .xml's name. The instseg metadata in the IR's rt_info travels with it."""
-    ov = import_openvino()
     ir = read_openvino_model(shared_core(), model.path)
     keep_roi_geometry_f32(ir)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / NET_FORMATS["openvino"].files[0]
-    write_openvino_model(ov, ir, target)  # into the repository's staging folder, moved only when complete
+    write_openvino_model(ir, target)  # into the repository's staging folder, moved only when complete
     return target.name
