@@ -13,7 +13,7 @@ from instseg_deploy.structures import Instances
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 FONT_SCALE = 0.4
 _TITLE_SCALE = 0.5
-_MIN_FONT_SCALE = 0.25  # below this Hershey glyphs are unreadable: a longer label is clipped instead
+MIN_FONT_SCALE = 0.25  # below this Hershey glyphs are unreadable: a longer label is clipped instead
 _PAD = 2  # pixels between a label's text and the edge of its background
 
 Rect = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels; x1 and y1 exclusive
@@ -27,10 +27,18 @@ def class_color(index: int) -> tuple[int, int, int]:
 
 
 def fit_font_scale(text: str, width: int, scale: float = FONT_SCALE) -> float:
-    """``scale``, or smaller so that ``text`` and its padding fit ``width`` pixels."""
-    (tw, _), _ = cv2.getTextSize(text, FONT, scale, 1)
+    """``scale``, or smaller so that ``text`` and its padding fit ``width`` pixels (never below the
+    readable minimum, where a label too long is clipped instead).
+
+    OpenCV rounds each glyph's advance to whole pixels, so the text's width is a step function of the
+    scale, not proportional to it: shrink in proportion, then a little more, until it fits."""
     room = width - 2 * _PAD
-    return scale if tw <= room else max(_MIN_FONT_SCALE, scale * room / max(tw, 1))
+    for _ in range(32):
+        (tw, _), _ = cv2.getTextSize(text, FONT, scale, 1)
+        if tw <= room or scale <= MIN_FONT_SCALE:
+            break
+        scale = max(MIN_FONT_SCALE, scale * min(room / tw, 0.98))
+    return scale
 
 
 def label_size(text: str, scale: float) -> tuple[int, int]:

@@ -9,6 +9,8 @@ from pycocotools import mask as mask_utils
 
 from instseg_deploy.structures import Instances
 from instseg_deploy.visualize import (
+    FONT_SCALE,
+    MIN_FONT_SCALE,
     class_color,
     draw_instances,
     fit_font_scale,
@@ -80,9 +82,18 @@ def test_draw_instances_paints_labels_where_they_are_placed():
 
 def test_long_label_is_shrunk_to_the_image_width():
     text = "a very long class name 0.99"
-    scale = fit_font_scale(text, 100)
-    assert scale < 0.4 and label_size(text, scale)[0] <= 100
-    assert fit_font_scale("disc 0.99", 100) == 0.4
+    scale = fit_font_scale(text, 120)
+    assert scale < FONT_SCALE and label_size(text, scale)[0] <= 120
+    assert fit_font_scale("disc 0.99", 100) == FONT_SCALE
+
+
+def test_a_shrunk_label_fits_at_every_width():
+    # Text width is a step function of the scale (whole-pixel glyph advances): a scale in proportion to
+    # the overflow can still overflow by a few pixels. Only the readable minimum may not fit.
+    for text in ("a very long class name 0.99", "traffic light 0.51", "person 0.87"):
+        for width in range(40, 200):
+            scale = fit_font_scale(text, width)
+            assert label_size(text, scale)[0] <= width or scale == MIN_FONT_SCALE, (text, width, scale)
 
 
 def test_ground_truth_from_polygons_and_rle():
