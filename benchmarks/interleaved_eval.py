@@ -17,6 +17,14 @@ from dataclasses import dataclass
 CONFIDENT_SCORE, SAME_BOX_IOU = 0.5, 0.99
 
 
+def native_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes bf16 here (AVX512-BF16 or AMX); elsewhere a bf16 row would
+    run f32 again under another name, so the scripts leave bf16 rows out."""
+    from instseg_deploy.runtime.openvino import cpu_capabilities, shared_core
+
+    return "BF16" in cpu_capabilities(shared_core())
+
+
 @dataclass
 class InterleavedRun:
     """Per predictor label: its COCO results (dataset ids, RLE masks) and the seconds it took."""

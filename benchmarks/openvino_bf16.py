@@ -138,14 +138,14 @@ def main() -> None:
     if unknown := [p for p in parts if p not in PARTS]:
         parser.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
     import openvino as ov
+    from interleaved_eval import native_bf16
     from openvino_parity import models
 
     from instseg_deploy.bench.machine import cpu_isa
     from instseg_deploy.data.synth import generate
     from instseg_deploy.demo_data import DEMO_DATA
-    from instseg_deploy.runtime.openvino import cpu_capabilities, shared_core
 
-    if "BF16" not in cpu_capabilities(shared_core()):
+    if not native_bf16():
         sys.exit("this CPU has no native BF16: OpenVINO would run every variant as f32")
     isa = cpu_isa()
     print(f"CPU: {isa.model} ({isa.summary}); openvino {ov.__version__.split('-')[0]}\n")

@@ -75,7 +75,9 @@ def model_speed(fp32: Path, int8: Path, threads: int, rounds: int) -> str:
 
 def fixture_predictors(threads: int, work: Path):
     """(the fixture val set, {label: predictor}) for ORT and OpenVINO on the fixture model's FP32 export and
-    its INT8 QDQ file (benchmarks/openvino_parity.py makes both files)."""
+    its INT8 QDQ file (benchmarks/openvino_parity.py makes both files); OpenVINO bf16 only where the CPU
+    computes it."""
+    from interleaved_eval import native_bf16
     from openvino_parity import models as fixture_models
 
     from instseg_deploy.data.coco import load_coco_dataset
@@ -86,11 +88,13 @@ def fixture_predictors(threads: int, work: Path):
     dataset = load_coco_dataset(val / "images", val / "annotations.json")
     fp32, int8 = fixture_models(work / "fixture")
     every = {"threads": threads, "score_thresh": None}  # AP needs every detection
-    return dataset, {"ort fp32": load_predictor("ort", model=fp32, **every),
-                     "openvino f32": load_predictor("openvino", model=fp32, precision="f32", **every),
-                     "openvino bf16": load_predictor("openvino", model=fp32, precision="bf16", **every),
-                     "ort int8": load_predictor("ort", model=int8, **every),
-                     "openvino int8": load_predictor("openvino", model=int8, **every)}
+    predictors = {"ort fp32": load_predictor("ort", model=fp32, **every),
+                  "openvino f32": load_predictor("openvino", model=fp32, precision="f32", **every)}
+    if native_bf16():
+        predictors["openvino bf16"] = load_predictor("openvino", model=fp32, precision="bf16", **every)
+    predictors["ort int8"] = load_predictor("ort", model=int8, **every)
+    predictors["openvino int8"] = load_predictor("openvino", model=int8, **every)
+    return dataset, predictors
 
 
 def whole_eval(dataset, predictors: dict) -> str:
