@@ -163,7 +163,7 @@ def main() -> None:
     from openvino_parity import models
     from openvino_speed import r50_models
 
-    from instseg_deploy.bench.machine import cpu_isa
+    from instseg_deploy.cpu_isa import cpu_isa
     from instseg_deploy.data.synth import generate
     from instseg_deploy.demo_data import DEMO_DATA
 

@@ -111,7 +111,7 @@ def main() -> None:
     args = parser.parse_args()
     from interleaved_eval import native_bf16
 
-    from instseg_deploy.bench.machine import cpu_isa
+    from instseg_deploy.cpu_isa import cpu_isa
     from instseg_deploy.data.synth import generate
     from instseg_deploy.demo_data import DEMO_DATA
 

@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--calib-images", type=int, default=32)
     parser.add_argument("--skip-r50", action="store_true", help="Only the fixture model's whole eval.")
     args = parser.parse_args()
-    from instseg_deploy.bench.machine import cpu_isa
+    from instseg_deploy.cpu_isa import cpu_isa
 
     isa = cpu_isa()
     print(f"CPU: {isa.model} ({isa.summary}), {args.threads} threads\n")

@@ -4,6 +4,7 @@ metadata, detections against FP32 through the ORT backend, the calibration cache
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 
@@ -20,7 +21,7 @@ from instseg_deploy.demo_data import DEMO_DATA
 from instseg_deploy.errors import InstsegError
 from instseg_deploy.evaluation.parity import box_iou
 from instseg_deploy.image_io import read_image
-from instseg_deploy.model_file.metadata import METADATA_KEY
+from instseg_deploy.model_file.metadata import METADATA_KEY, WEIGHT_BITS_KEY
 from instseg_deploy.processing.preprocess import PreprocessParams
 from instseg_deploy.quantize.fp16 import convert_fp16
 from instseg_deploy.quantize.qdq import QuantizeSettings, quantize_int8
@@ -173,6 +174,7 @@ def test_int8_keeps_metadata_with_precision(int8_model, exported_onnx):
     meta, source_meta = json.loads(props[METADATA_KEY]), json.loads(source[METADATA_KEY])
     assert meta["precision"] == "int8" and source_meta["precision"] == "fp32"
     assert meta["int8"]["calibration_images"] == NUM_CALIB and meta["int8"]["format"] == "QDQ"
+    assert meta["int8"][WEIGHT_BITS_KEY] == 8
     for key in ("class_names", "preprocess", "postprocess", "inputs", "outputs", "config"):
         assert meta[key] == source_meta[key]
 
@@ -253,6 +255,68 @@ def test_calibration_cache_is_reused_and_invalidated(int8_model, exported_onnx, 
     fewer = quantize_int8(exported_onnx["raw"], tmp_path / "fewer.onnx", calibration_images(calib_dir, num_images=2),
                           QuantizeSettings(), cache_path=report.cache_path)
     assert not fewer.calibration.cache_reused  # another image set: recalibrated
+
+
+
+def _activation_scales(path) -> dict[str, float]:
+    """{activation tensor: its QuantizeLinear scale}."""
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return {n.input[0]: float(inits[n.input[1]]) for n in model.graph.node
+            if n.op_type == "QuantizeLinear" and n.input[0] not in inits}
+
+
+def _weight_ranges(path) -> list[tuple[int, int]]:
+    """(min, max) of each quantized weight's int8 values."""
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    producers, _ = _graph_maps(model)
+    ranges = []
+    for node in model.graph.node:
+        dq = producers.get(node.input[1]) if node.op_type in QUANTIZED_OP_TYPES else None
+        if dq is not None and dq.op_type == "DequantizeLinear":
+            values = inits[dq.input[0]]
+            ranges.append((int(values.min()), int(values.max())))
+    return ranges
+
+
+@pytest.fixture(scope="module")
+def int8_w7_model(int8_model, exported_onnx, calib_dir, tmp_path_factory):
+    """int8_model with 7-bit weights, from the same calibration images."""
+    return quantize_int8(exported_onnx["raw"], tmp_path_factory.mktemp("int8_w7") / "model.int8.onnx",
+                         calibration_images(calib_dir), QuantizeSettings(exclude=(USER_EXCLUDE,), weight_bits=7),
+                         cache_path=int8_model[0].cache_path)
+
+
+def test_seven_bit_weights_fit_an_int16_pair_sum(int8_model, int8_w7_model):
+    # x86 without VNNI sums two uint8 x int8 products in int16: 2 * 255 * 64 fits, 2 * 255 * 127 does not
+    report, seven = int8_model[0], int8_w7_model
+    assert seven.quantized == report.quantized
+    assert _activation_scales(seven.path) == _activation_scales(report.path)  # the same calibration
+    eight_ranges, seven_ranges = _weight_ranges(report.path), _weight_ranges(seven.path)
+    assert len(seven_ranges) == len(eight_ranges) == len(report.quantized)
+    assert max(max(-lo, hi) for lo, hi in eight_ranges) == 127
+    assert max(max(-lo, hi) for lo, hi in seven_ranges) == 64 and 2 * 255 * 64 <= np.iinfo(np.int16).max
+    meta = json.loads({p.key: p.value for p in onnx.load(str(seven.path)).metadata_props}[METADATA_KEY])
+    assert meta["int8"][WEIGHT_BITS_KEY] == 7
+    with pytest.raises(InstsegError, match="--weight-bits"):
+        QuantizeSettings(weight_bits=6).check()
+
+
+def test_cpu_loaders_warn_of_saturating_weights_only_where_the_cpu_saturates(int8_model, int8_w7_model,
+                                                                            exported_onnx, caplog):
+    from instseg_deploy.cpu_isa import cpu_isa
+    from instseg_deploy.runtime.openvino import load_openvino_runner
+    from instseg_deploy.runtime.ort import load_ort_runner
+
+    for load in (load_ort_runner, load_openvino_runner):  # the backends whose int8 kernels run on the CPU
+        for path, warns in ((int8_model[0].path, cpu_isa().int8_pairs_saturate), (int8_w7_model.path, False),
+                            (exported_onnx["raw"], False)):
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="instseg_deploy"):
+                load(path)
+            saturation = [r for r in caplog.records if "saturate" in r.getMessage()]
+            assert len(saturation) == int(warns), (path, [r.getMessage() for r in caplog.records])
 
 
 # --- detections through the ORT backend --------------------------------------------------------
@@ -362,6 +426,8 @@ def test_cli_errors_are_one_line(tmp_path, exported_onnx, calib_dir):
                                         "--method", "kl", "--out", out]), "--method")
     _one_line_error(runner.invoke(app, ["quantize", "--model", model, "--images", str(calib_dir),
                                         "--exclude", "conv(", "--out", out]), "not a valid regular expression")
+    _one_line_error(runner.invoke(app, ["quantize", "--model", model, "--images", str(calib_dir),
+                                        "--weight-bits", "4", "--out", out]), "--weight-bits must be 8 or 7")
     _one_line_error(runner.invoke(app, ["quantize", "--model", str(exported_onnx["plugin"]), "--fp16",
                                         "--out", out]), "plugin")
     _one_line_error(runner.invoke(app, ["quantize", "--model", model, "--images", str(calib_dir)]), "--out")

@@ -1,5 +1,6 @@
 """A benchmark run: every (backend/model, batch, threads) row measured against the machine's compute peak
-for the row's own precision (f32 sgemm; bf16 and int8 GEMMs through OpenVINO), all measured in the run."""
+for the row's own precision (f32 sgemm; bf16 and int8 GEMMs and convolutions through OpenVINO), all measured
+in the run."""
 
 from __future__ import annotations
 
@@ -206,9 +207,9 @@ def _row_compute(request: BenchRequest, spec: RowSpec) -> str:
 
 def _compute_peaks(request: BenchRequest, specs: list[RowSpec], f32: dict[int, float], f32_source: str,
                    say: Callable[[str], None]) -> tuple[dict[str, dict[int, float | None]], dict[str, str], dict]:
-    """Peaks for every compute type the rows use beyond f32 (bf16, int8: OpenVINO GEMMs at each thread count),
-    plus OpenVINO's f32 GEMM beside them for reference: ({compute: {threads: GFLOP/s or None}},
-    {compute: what was measured or why not}, {compute: the GEMM kernel OpenVINO ran})."""
+    """Peaks for every compute type the rows use beyond f32 (bf16, int8: the faster of an OpenVINO GEMM and
+    convolution at each thread count), plus OpenVINO's f32 beside them for reference: ({compute: {threads:
+    GFLOP/s or None}}, {compute: what was measured or why not}, {compute: the kernel OpenVINO ran})."""
     by_compute: dict[str, dict[int, float | None]] = {"f32": dict(f32)}
     sources, kernels = {"f32": f32_source}, {}
     used = sorted({_row_compute(request, s) for s in specs} - {"f32"})
@@ -216,7 +217,7 @@ def _compute_peaks(request: BenchRequest, specs: list[RowSpec], f32: dict[int, f
     for compute in wanted:
         measured: dict[int, GemmPeak] = {}
         for t in request.thread_counts:
-            say(f"measuring the {compute.replace('_', ' ')} GEMM peak with {t} thread(s)")
+            say(f"measuring the {compute.replace('_', ' ')} peak (GEMM and convolution) with {t} thread(s)")
             measured[t] = measure_openvino_peak(compute.removesuffix("_openvino"), t)
         by_compute[compute] = {t: m.gflops for t, m in measured.items()}
         top = measured[max(measured)]

@@ -25,6 +25,9 @@ Examples:
   instseg quantize --model model.onnx --calib --coco-root datasets/coco --num-images 256 --method entropy \\
       --exclude 'res2/res2.0/conv1' --out model.int8.onnx
 
+  # for x86 CPUs without VNNI (AVX2 only), whose int8 kernels saturate 8-bit weights:
+  instseg quantize --model model.onnx --calib --images calib_images/ --weight-bits 7 --out model.int8.onnx
+
   instseg quantize --model model.onnx --fp16 --out model.fp16.onnx
 
   instseg quantize --model model.onnx --analyze --images shapes/val/images --annotations shapes/val/annotations.json
@@ -172,6 +175,8 @@ def quantize(
     per_channel: bool = typer.Option(True, "--per-channel/--no-per-channel", help="Per-output-channel weight scales."),
     activations: str = typer.Option("int8", "--activations", help="int8: symmetric, TensorRT-compatible; "
                                     "uint8: asymmetric, fastest in ONNX Runtime on x86 CPUs, not for TensorRT."),
+    weight_bits: int = typer.Option(8, "--weight-bits", help="8, or 7 for x86 CPUs without VNNI (AVX2, AVX-512 "
+                                    "without VNNI), whose int8 kernels can saturate 8-bit weights."),
     exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="Keep nodes whose name matches this regular "
                                                 "expression in float (repeatable).", show_default=False),
     default_exclusions: bool = typer.Option(True, "--default-exclusions/--no-default-exclusions",
@@ -209,7 +214,8 @@ def quantize(
     if out is not None and out.resolve() == model.resolve():
         raise InstsegError("--out must differ from --model")
     settings = QuantizeSettings(method=method, per_channel=per_channel, exclude=patterns,
-                                keep_sensitive=default_exclusions, activations=activations, percentile=percentile)
+                                keep_sensitive=default_exclusions, activations=activations, percentile=percentile,
+                                weight_bits=weight_bits)
     settings.check()
     # --annotations here belong to --analyze's evaluation, not to the calibration set: only --images
     # keeps $DETECTRON2_DATASETS out

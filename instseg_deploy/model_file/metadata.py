@@ -23,6 +23,8 @@ FORMAT_VERSION = 1
 # In an INT8 file's meta["int8"]: the Convs whose pre-MaxPool activation `instseg quantize` keeps float
 # (quantize.qdq_layout.float_pre_pool_activations); its absence marks a file OpenVINO mis-computes.
 FLOAT_PRE_POOL_KEY = "float_pre_pool_activations"
+# In an INT8 file's meta["int8"]: its weights' bits (8, or 7 for CPUs without VNNI); absent: 8.
+WEIGHT_BITS_KEY = "weight_bits"
 
 
 def build_metadata(cfg: InstsegConfig, masks: str, batch: str | int, size: str | tuple[int, int],

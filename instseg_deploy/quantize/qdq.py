@@ -30,7 +30,7 @@ from typing import Any
 
 from instseg_deploy.data.calibration import CalibrationError
 from instseg_deploy.errors import InstsegError
-from instseg_deploy.model_file.metadata import FLOAT_PRE_POOL_KEY
+from instseg_deploy.model_file.metadata import FLOAT_PRE_POOL_KEY, WEIGHT_BITS_KEY
 from instseg_deploy.quantize.cache import file_digest, load_ranges, save_ranges
 from instseg_deploy.quantize.calibration import images_digest, reader_for_model
 from instseg_deploy.quantize.model_io import read_source_model, write_converted
@@ -48,6 +48,9 @@ ACTIVATIONS = {
 }
 
 
+WEIGHT_BITS = (8, 7)
+
+
 class NothingToQuantize(InstsegError):
     """Every candidate node is excluded."""
 
@@ -60,6 +63,9 @@ class QuantizeSettings:
     keep_sensitive: bool = True  # keep stages.SENSITIVE_LAYERS float
     activations: str = "int8"
     percentile: float = 99.999  # for method "percentile"
+    # 7: weights in [-64, 64], so that x86 CPUs without VNNI, whose int8 dot product sums pairs of
+    # products in int16 (vpmaddubsw), cannot saturate it (benchmarks/OPENVINO.md, "AVX2")
+    weight_bits: int = 8
 
     def check(self) -> None:
         if self.method not in METHODS:
@@ -69,6 +75,8 @@ class QuantizeSettings:
         compile_patterns(self.exclude)  # a bad --exclude fails before any work
         if not 50.0 < self.percentile <= 100.0:
             raise InstsegError(f"--percentile must be in (50, 100], got {self.percentile}")
+        if self.weight_bits not in WEIGHT_BITS:
+            raise InstsegError(f"--weight-bits must be {' or '.join(map(str, WEIGHT_BITS))}, got {self.weight_bits}")
 
 
 @dataclass
@@ -218,7 +226,7 @@ def quantize_int8(model: str | os.PathLike, out: str | os.PathLike, images: list
         quantize_static(str(model), str(quantized_path), calibration_data_reader=None,
                         calibration_cache_path=str(ranges_file), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QInt8 if int8 else QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        per_channel=settings.per_channel, reduce_range=False,
+                        per_channel=settings.per_channel, reduce_range=settings.weight_bits == 7,
                         op_types_to_quantize=list(QUANTIZED_OP_TYPES), nodes_to_quantize=candidates,
                         calibrate_method=_ort_method(settings.method),
                         extra_options={"ActivationSymmetric": int8, "WeightSymmetric": True,
@@ -229,8 +237,9 @@ def quantize_int8(model: str | os.PathLike, out: str | os.PathLike, images: list
         dedicate_qdq_pairs(quantized)  # so that ONNX Runtime's x86 kernels fuse it (see qdq_layout)
     float_activations = float_pre_pool_activations(quantized)  # so that OpenVINO computes it right
     details = {"tool": f"onnxruntime.quantization {onnxruntime.__version__}", "format": "QDQ",
-               "activations": settings.activations, "weights": "int8 symmetric " +
-               ("per-channel" if settings.per_channel else "per-tensor"), "method": settings.method,
+               "activations": settings.activations,
+               "weights": "int8 symmetric " + ("per-channel" if settings.per_channel else "per-tensor"),
+               WEIGHT_BITS_KEY: settings.weight_bits, "method": settings.method,
                "calibration_images": calib.images_used, "kept_float": kept_float,
                FLOAT_PRE_POOL_KEY: float_activations}
     path = write_converted(quantized, out, props, meta, "int8", details)

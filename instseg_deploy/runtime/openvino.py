@@ -24,6 +24,7 @@ from instseg_deploy.ops.roi_align_contract import OP_TYPE, uses_plugin
 from instseg_deploy.processing.batching import fill_batch
 from instseg_deploy.processing.graph_io import PASTED_MASKS, RAW_OUTPUTS
 from instseg_deploy.processing.preprocess import Batch
+from instseg_deploy.runtime.int8_saturation import warn_if_int8_saturates
 from instseg_deploy.runtime.runner import RawDetections, fixed_input_shape
 
 log = logging.getLogger(__name__)
@@ -170,6 +171,7 @@ def load_openvino_runner(path: str | os.PathLike, settings: OpenVinoSettings | N
         raise InstsegError(f"{path} was quantized by an older instseg-deploy whose Q/DQ placement OpenVINO "
                            "mis-computes (the stem's Q/DQ before Relu -> MaxPool: about 4 AP lost); quantize the "
                            "FP32 model again with `instseg quantize`")
+    warn_if_int8_saturates(meta, str(path), "OpenVINO")
     model = read_openvino_model(core, path, model_file.graph)
     precision = resolve_precision(settings.precision, cpu_capabilities(core))
     if meta.get("precision", "fp32") != "fp32" and precision == "bf16":

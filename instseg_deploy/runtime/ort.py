@@ -12,6 +12,7 @@ from instseg_deploy.model_file.reader import read_onnx_metadata
 from instseg_deploy.ops.roi_align_contract import uses_plugin
 from instseg_deploy.processing.batching import fill_batch
 from instseg_deploy.processing.preprocess import Batch
+from instseg_deploy.runtime.int8_saturation import warn_if_int8_saturates
 from instseg_deploy.runtime.runner import RawDetections, fixed_input_shape
 from instseg_deploy.runtime.trt.profiles import input_profiles, resolve_image_range
 
@@ -108,6 +109,8 @@ def load_ort_runner(path: str | os.PathLike, settings: SessionSettings | None = 
     if "trt" in settings.providers and "trt" not in settings.provider_options:
         settings = replace(settings, provider_options={**settings.provider_options, "trt": tensorrt_ep_options(
             meta, [i.name for i in proto.graph.input])})
+    if settings.providers[0] == "cpu":
+        warn_if_int8_saturates(meta, str(path), "ONNX Runtime")
     session = create_session(path, settings, proto)
     return OrtRunner(session, meta)
 
