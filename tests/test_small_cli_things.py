@@ -166,6 +166,16 @@ def test_doctor_with_an_unusable_nvidia_gpu_still_says_how_to_fix_it():
     assert not any("none was found" in r.detail for r in rows.values())
 
 
+def test_doctor_notes_int8_saturation_on_the_cpu_backends_of_a_cpu_without_vnni():
+    env = doctor_cli.probe_environment(gpu_probe=lambda: False)
+    for saturates in (True, False):
+        env.int8_pairs_saturate = saturates
+        rows = {r.key: r for r in doctor_cli.backend_statuses(env)}
+        for key in ("ort", "openvino"):
+            assert (doctor_cli.SATURATION_NOTE in rows[key].notes) == saturates, rows[key]
+        assert not any(doctor_cli.SATURATION_NOTE in r.notes for k, r in rows.items() if k not in ("ort", "openvino"))
+
+
 def test_doctor_command_says_when_there_is_no_gpu():
     result = runner.invoke(app, ["doctor"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output

@@ -28,6 +28,8 @@ Examples:
 """
 
 ORT_GPU_INSTALL = "pip uninstall -y onnxruntime && pip install onnxruntime-gpu"
+SATURATION_NOTE = ("no VNNI on this CPU: its int8 kernels saturate 8-bit weights; for INT8 here, quantize with "
+                   "`instseg quantize --weight-bits 7`")
 TORCH_CUDA_INSTALL = "install a CUDA build of torch that matches the driver (the CPU-only wheel cannot use a GPU)"
 GPU_FIX = "run on a machine with an NVIDIA GPU and its driver (nvidia-smi must list it)"
 # On a machine without one, no GPU package can help: the rows say so and suggest nothing to install.
@@ -51,6 +53,7 @@ class Environment:
     openvino_capabilities: list[str] = field(default_factory=list)  # the CPU plugin's, e.g. BF16, FP32, INT8
     openvino_problem: Optional[str] = None  # why `import openvino` failed
     nvidia_gpu: bool = True  # an NVIDIA GPU is present (runtime.trt.util.nvidia_gpu_found), usable or not
+    int8_pairs_saturate: bool = False  # an x86 CPU without VNNI (cpu_isa.CpuIsa.int8_pairs_saturate)
 
 
 @dataclass
@@ -65,6 +68,7 @@ class BackendStatus:
 def probe_environment(gpu_probe: Optional[Callable[[], bool]] = None) -> Environment:
     """This machine's facts; ``gpu_probe`` says whether an NVIDIA GPU is present (default:
     runtime.trt.util.nvidia_gpu_found)."""
+    from instseg_deploy.cpu_isa import cpu_isa
     from instseg_deploy.runtime.trt.plugin_library import describe_plugin_library
     from instseg_deploy.runtime.trt.util import nvidia_gpu_found
 
@@ -92,7 +96,8 @@ def probe_environment(gpu_probe: Optional[Callable[[], bool]] = None) -> Environ
         trt_problem = "TensorRT is not installed" if e.name == "tensorrt" else f"TensorRT does not import ({e})"
     plugin_path, plugin_problem = describe_plugin_library()
     env = Environment(torch_version, torch_cuda, gpus, ort_version, providers, trt_version, trt_problem,
-                      plugin_path, plugin_problem, nvidia_gpu=(gpu_probe or nvidia_gpu_found)())
+                      plugin_path, plugin_problem, nvidia_gpu=(gpu_probe or nvidia_gpu_found)(),
+                      int8_pairs_saturate=cpu_isa().int8_pairs_saturate)
     try:
         from instseg_deploy.runtime.openvino import (
             cpu_capabilities,
@@ -139,6 +144,8 @@ def backend_statuses(env: Environment) -> list[BackendStatus]:
     else:
         rows.append(BackendStatus("ort", "CPUExecutionProvider" in env.ort_providers,
                                   f"onnxruntime {env.ort_version}, CPUExecutionProvider"))
+        if env.int8_pairs_saturate:
+            rows[-1].notes.append(SATURATION_NOTE)
         for key, provider, extra in (("ort-cuda", "CUDAExecutionProvider", None),
                                      ("ort-trt", "TensorrtExecutionProvider", "trt")):
             if not env.nvidia_gpu:
@@ -162,6 +169,8 @@ def backend_statuses(env: Environment) -> list[BackendStatus]:
         status = BackendStatus("openvino", True, f"OpenVINO {env.openvino_version} on the CPU: {', '.join(compute)}")
         if "BF16" not in compute:
             status.notes.append("no native BF16 on this CPU: --precision bf16 and auto run f32")
+        if env.int8_pairs_saturate:
+            status.notes.append(SATURATION_NOTE)
         rows.append(status)
     if not env.nvidia_gpu:
         rows.append(BackendStatus("trt", False, f"TensorRT {NO_NVIDIA_GPU}"))
