@@ -10,8 +10,9 @@ Two files with the same calibration: 8-bit weights (instseg quantize's default) 
 
 1. the FPN outputs' relative error (||a - b|| / ||b||, mean over --feature-images generated images) of
    each kernel against the file's simulation, and of the simulation against FP32: free of AP's noise;
-2. COCO bbox/segm AP per row, each row's change against ORT FP32 and the detection count, on the
-   fixture val set and on a generated set.
+2. COCO bbox/segm AP per row, each row's change against ORT FP32, the detection count and the seconds
+   it took (images interleaved across rows: comparable within a table), on the fixture val set and
+   on a generated set.
 
     python benchmarks/int8_kernels.py --work /tmp/int8_kernels --generated 300
 
@@ -145,12 +146,13 @@ def evaluate_set(name: str, images: Path, annotations: Path, fp32: Path, int8: d
     run = predict_interleaved(predictors, dataset, name=name)
     detections, ap = run.detections, run.ap(dataset)
     lines = [f"#### {name} ({len(dataset.images)} images)", "",
-             "| file: how it runs | bbox AP | segm AP | Δ bbox vs ORT FP32 | Δ segm | detections |",
-             "|---|---|---|---|---|---|"]
+             "| file: how it runs | bbox AP | segm AP | Δ bbox vs ORT FP32 | Δ segm | detections | s (interleaved) |",
+             "|---|---|---|---|---|---|---|"]
     for label in predictors:
         lines.append(f"| {label} | {ap[label]['bbox']:.3f} | {ap[label]['segm']:.3f} | "
                      f"{ap[label]['bbox'] - ap['ort fp32']['bbox']:+.3f} | "
-                     f"{ap[label]['segm'] - ap['ort fp32']['segm']:+.3f} | {len(detections[label])} |")
+                     f"{ap[label]['segm'] - ap['ort fp32']['segm']:+.3f} | {len(detections[label])} | "
+                     f"{run.seconds[label]:.1f} |")
     return lines + [""]
 
 

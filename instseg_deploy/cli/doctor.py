@@ -28,8 +28,6 @@ Examples:
 """
 
 ORT_GPU_INSTALL = "pip uninstall -y onnxruntime && pip install onnxruntime-gpu"
-SATURATION_NOTE = ("no VNNI on this CPU: its int8 kernels saturate 8-bit weights; for INT8 here, quantize with "
-                   "`instseg quantize --weight-bits 7`")
 TORCH_CUDA_INSTALL = "install a CUDA build of torch that matches the driver (the CPU-only wheel cannot use a GPU)"
 GPU_FIX = "run on a machine with an NVIDIA GPU and its driver (nvidia-smi must list it)"
 # On a machine without one, no GPU package can help: the rows say so and suggest nothing to install.
@@ -129,8 +127,10 @@ def _no_gpu(env: Environment) -> str:
 
 def backend_statuses(env: Environment) -> list[BackendStatus]:
     """One row per backend (and the TensorRT plugin library), in the order `instseg doctor` prints."""
+    from instseg_deploy.runtime.int8_saturation import FIX
     from instseg_deploy.runtime.trt.util import TRT_INSTALL
 
+    saturation_note = f"no VNNI on this CPU: its int8 kernels saturate 8-bit weights; {FIX}"
     rows = []
     if env.torch_version is None:
         rows.append(BackendStatus("torch", False, "torch is not installed", "pip install torch"))
@@ -145,7 +145,7 @@ def backend_statuses(env: Environment) -> list[BackendStatus]:
         rows.append(BackendStatus("ort", "CPUExecutionProvider" in env.ort_providers,
                                   f"onnxruntime {env.ort_version}, CPUExecutionProvider"))
         if env.int8_pairs_saturate:
-            rows[-1].notes.append(SATURATION_NOTE)
+            rows[-1].notes.append(saturation_note)
         for key, provider, extra in (("ort-cuda", "CUDAExecutionProvider", None),
                                      ("ort-trt", "TensorrtExecutionProvider", "trt")):
             if not env.nvidia_gpu:
@@ -170,7 +170,7 @@ def backend_statuses(env: Environment) -> list[BackendStatus]:
         if "BF16" not in compute:
             status.notes.append("no native BF16 on this CPU: --precision bf16 and auto run f32")
         if env.int8_pairs_saturate:
-            status.notes.append(SATURATION_NOTE)
+            status.notes.append(saturation_note)
         rows.append(status)
     if not env.nvidia_gpu:
         rows.append(BackendStatus("trt", False, f"TensorRT {NO_NVIDIA_GPU}"))

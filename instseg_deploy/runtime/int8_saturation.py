@@ -16,6 +16,7 @@ from instseg_deploy.cpu_isa import CpuIsa, cpu_isa
 from instseg_deploy.model_file.metadata import WEIGHT_BITS_KEY
 
 log = logging.getLogger(__name__)
+FIX = "for CPUs like this one, quantize the FP32 model with `instseg quantize --weight-bits 7`"
 
 
 def saturating_int8_weights(meta: dict[str, Any], isa: CpuIsa | None = None) -> bool:
@@ -29,5 +30,4 @@ def warn_if_int8_saturates(meta: dict[str, Any], model: str, backend: str, isa: 
     """Log a warning when ``backend``'s CPU kernels will saturate ``model``'s 8-bit weights."""
     if saturating_int8_weights(meta, isa):
         log.warning("%s: this CPU has no VNNI, so %s's int8 kernels saturate the file's 8-bit weights and lose "
-                    "accuracy (0.36 bbox AP on our benchmark); for CPUs like this one, quantize the FP32 model "
-                    "with `instseg quantize --weight-bits 7`", model, backend)
+                    "accuracy (0.36 bbox AP on our benchmark); %s", model, backend, FIX)
