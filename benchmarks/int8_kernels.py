@@ -78,7 +78,8 @@ def fpn_runner(path: Path, how: str):
     """feeds -> [P2..P5] for ``how``: "ort" (ORT with all optimizations: its int8 kernels), "simulation"
     (ORT with none: float ops on dequantized values) or "openvino" (f32 for whatever is not INT8)."""
     import numpy as np
-    import onnxruntime as ort
+
+    from instseg_deploy.runtime.ort import SessionSettings, create_session
 
     if how == "openvino":
         from instseg_deploy.runtime.openvino import shared_core
@@ -87,11 +88,7 @@ def fpn_runner(path: Path, how: str):
                                                                   "INFERENCE_NUM_THREADS": 2})
         request, outputs = compiled.create_infer_request(), [compiled.output(name) for name in FPN_OUTPUTS]
         return lambda feeds: [np.array(request.infer(feeds)[o]) for o in outputs]
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.log_severity_level = 2, 3
-    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if how == "simulation"
-                                        else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = create_session(path, SessionSettings(threads=2, optimization="disable" if how == "simulation" else "all"))
     return lambda feeds: session.run(list(FPN_OUTPUTS), feeds)
 
 

@@ -1,5 +1,5 @@
 """The bench's CPU line and its per-precision peaks: which peak a row is set against, the OpenVINO bf16/int8
-GEMM peaks (tiny, no timing thresholds) and the report's header."""
+GEMM and convolution peaks (tiny, no timing thresholds) and the report's header."""
 
 from __future__ import annotations
 
