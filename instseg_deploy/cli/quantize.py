@@ -72,7 +72,8 @@ def _run_int8(*, model: Path, out: Path, images: list[Path], settings, cache: Pa
     source = f"reused cache {report.cache_path}" if calib.cache_reused else f"cache {report.cache_path}"
     layers = "/".join(QUANTIZED_OP_TYPES)
     Console().print(f"wrote {report.path} ({report.path.stat().st_size / 2**20:.1f} MiB, int8 QDQ, "
-                    f"{settings.activations} activations): {len(report.quantized)} {layers} quantized, "
+                    f"{settings.activations} activations, {settings.weight_bits}-bit weights): "
+                    f"{len(report.quantized)} {layers} quantized, "
                     f"{len(report.kept_float)} kept float; calibrated on {calib.images_used} images{skipped} "
                     f"({settings.method}; {source}) in {report.seconds:.0f} s", highlight=False, soft_wrap=True)
 
