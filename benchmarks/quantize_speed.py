@@ -1,7 +1,8 @@
 """FP32 vs INT8 (and FP16) ONNX Runtime CPU throughput of one checkpoint at 800x1333.
 
-Exports the checkpoint (or, without --weights, the config's architecture with seeded random
-weights: conv time does not depend on the weights), quantizes it with `instseg quantize`'s
+Exports the checkpoint (or, without --weights, the config's architecture with seeded weights, batch
+norms standardized on the first calibration image so the ROI heads get a trained model's proposals:
+bench.seeded), quantizes it with `instseg quantize`'s
 code (symmetric-int8 QDQ, TensorRT-compatible; optionally also the uint8 ORT-CPU layout),
 then times every model on a real photo resized to exactly 800x1333 (padded to 800x1344).
 Models are timed in interleaved rounds so that load from other processes hits all of them
@@ -36,14 +37,15 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def export_fp32(config: Path, weights: Path | None, out: Path) -> Path:
-    """The FP32 export of ``weights`` (or of seeded random weights) with dynamic shapes."""
-    import torch
-
+def export_fp32(config: Path, weights: Path | None, out: Path, standardize_on: Path) -> Path:
+    """The FP32 export of ``weights`` (or of seeded weights, batch norms standardized on the image
+    ``standardize_on``: bench.seeded) with dynamic shapes."""
+    from instseg_deploy.bench.seeded import seeded_model
     from instseg_deploy.class_names import default_class_names
     from instseg_deploy.config import load_config
     from instseg_deploy.export.onnx_export import export_onnx
-    from instseg_deploy.modeling import build_model
+    from instseg_deploy.image_io import read_image
+    from instseg_deploy.processing.preprocess import PreprocessParams, preprocess
     from instseg_deploy.runtime.torch_model import load_model
 
     if out.is_file():
@@ -53,8 +55,8 @@ def export_fp32(config: Path, weights: Path | None, out: Path) -> Path:
     else:
         cfg = load_config(config)
         cfg.class_names = default_class_names(cfg.model.num_classes)
-        torch.manual_seed(0)
-        model = build_model(cfg.model)
+        batch = preprocess([read_image(standardize_on)[0]], PreprocessParams.from_model_config(cfg.model))
+        model = seeded_model(cfg.model, batch)
     log(f"exporting {out.name}")
     return export_onnx(model.eval(), cfg, out).path
 
@@ -65,9 +67,9 @@ def build_models(args) -> dict[str, Path]:
     from instseg_deploy.quantize.qdq import QuantizeSettings, quantize_int8
 
     args.work.mkdir(parents=True, exist_ok=True)
-    fp32 = export_fp32(args.config, args.weights, args.work / "model.onnx")
-    models = {"FP32": fp32}
     calib = calibration_images(args.calib, num_images=args.num_calib)
+    fp32 = export_fp32(args.config, args.weights, args.work / "model.onnx", standardize_on=calib[0])
+    models = {"FP32": fp32}
     variants = [("INT8 (int8 QDQ, TensorRT-compatible)", "int8")]
     if args.uint8:
         variants.append(("INT8 (uint8 QDQ, ORT-CPU layout)", "uint8"))

@@ -31,7 +31,8 @@ def peak_compute(label: str) -> str:
 
 def flops_model(config: Path | None, weights: Path | None, models: list[Path]) -> MaskRCNN:
     """The torch model whose conv/matmul FLOPs stand for every backend (same graph): from
-    ``config``/``weights``, else the architecture recorded in the first exported model (.onnx or .engine)."""
+    ``config``/``weights``, else the architecture recorded in the first exported model (.onnx or .engine),
+    with initial weights (bench.seeded.standardize_batch_norms gives its ROI heads a trained model's work)."""
     if weights is not None:
         from instseg_deploy.runtime.torch_model import load_model
 

@@ -21,6 +21,7 @@ from instseg_deploy.bench.inputs import generated_images, resized_copies
 from instseg_deploy.bench.machine import machine_info
 from instseg_deploy.bench.models import flops_model, peak_compute, precision_label
 from instseg_deploy.bench.rows import RowSpec, image_paths, measure_rows
+from instseg_deploy.bench.seeded import standardize_batch_norms
 from instseg_deploy.errors import InstsegError
 from instseg_deploy.image_io import read_image
 from instseg_deploy.modeling import MaskRCNN
@@ -102,7 +103,10 @@ def run_bench(request: BenchRequest, on_message: Callable[[str], None] | None = 
         if {"ort", "openvino"} & set(request.backends) and not onnx_models and not _ir_models(request):
             onnx_models = [_export_for_ort(request, tmp / "model.onnx", say)]
         net = flops_model(request.config, request.weights, onnx_models or list(request.models))
-        gflops = count_gflops(net, preprocess([read_image(paths[0])[0]], _params_for(net, hw)))
+        counted = preprocess([read_image(paths[0])[0]], _params_for(net, hw))
+        if request.weights is None:  # an architecture without its weights: give its ROI heads a trained model's work
+            standardize_batch_norms(net, counted)
+        gflops = count_gflops(net, counted)
         specs = _row_specs(request, tuple(paths), onnx_models)
         peaks, peak_source = _peaks(request, say)
         by_compute, sources, kernels = _compute_peaks(request, specs, peaks, peak_source, say)

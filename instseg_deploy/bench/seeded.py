@@ -1,0 +1,53 @@
+"""An architecture with seeded weights that does a trained model's work, for timing without a checkpoint.
+
+Convolution time does not depend on the weights, but the ROI heads' does: they run on the proposals
+the RPN keeps and the detections the box head makes. A network fresh from its initialisers, with
+its frozen batch norms at mean 0 / variance 1, grows its activations block after block; in
+R50-FPN-3x at 800x1333 the RPN's box deltas then send most proposals outside the image, so 11-40
+survive where a trained model keeps POST_NMS_TOPK_TEST (1000), and how many survive depends on
+each backend's rounding (an INT8 file kept 76 in ONNX Runtime and 1000 in OpenVINO). Giving every
+batch norm the statistics of its own input on one image restores a trained network's scale: the
+same architecture then keeps the capped 1000 proposals and DETECTIONS_PER_IMAGE detections.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from instseg_deploy.config.types import ModelConfig
+from instseg_deploy.modeling import MaskRCNN, build_model
+from instseg_deploy.modeling.layers import FrozenBatchNorm2d
+from instseg_deploy.processing.preprocess import Batch
+
+BATCH_NORMS = (FrozenBatchNorm2d, nn.BatchNorm2d)
+
+
+def standardize_batch_norms(model: MaskRCNN, batch: Batch) -> int:
+    """Set each batch norm's running mean and variance to those of its input on ``batch`` (in place,
+    in the order the forward pass reaches them, so each sees the already standardized layers before
+    it); its output there has mean 0 and variance 1 per channel. Returns how many were set."""
+
+    def take_input_statistics(norm: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        x = inputs[0]  # (N, C, H, W)
+        norm.running_mean.copy_(x.mean(dim=(0, 2, 3)))
+        norm.running_var.copy_((x.var(dim=(0, 2, 3)) - norm.eps).clamp(min=0))
+
+    norms = [m for m in model.modules() if isinstance(m, BATCH_NORMS)]
+    hooks = [norm.register_forward_pre_hook(take_input_statistics) for norm in norms]
+    try:
+        with torch.inference_mode():
+            model.inference(torch.from_numpy(batch.images), torch.from_numpy(batch.image_sizes))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return len(norms)
+
+
+def seeded_model(cfg: ModelConfig, batch: Batch, seed: int = 0) -> MaskRCNN:
+    """The architecture of ``cfg`` (eval mode) with weights from its initialisers under ``seed`` and batch
+    norms standardized on ``batch`` (preprocessed images, e.g. one generated image at the benchmark's size)."""
+    torch.manual_seed(seed)
+    model = build_model(cfg).eval()
+    standardize_batch_norms(model, batch)
+    return model
