@@ -13,6 +13,9 @@ Three sections, all printed as Markdown on stdout (progress on stderr):
 3. What a change of input shapes between two calls costs each runner on that set (model time of
    each image right after another image and right after itself).
 
+After section 1 a table says how many proposals entered each row's box head and how many detections it
+returned on a generated image (equal work is what makes the rows comparable).
+
     python benchmarks/openvino_speed.py --work /tmp/bench_ov --rounds 6 --threads 2
 
 Model files are kept in --work and reused by the next run (delete the folder to rebuild).
@@ -75,6 +78,50 @@ def model_speed(fp32: Path, int8: Path, threads: int, rounds: int) -> str:
     base = rows["ort fp32"]["model_ms"]["p50"]
     ratios = ", ".join(f"{label} {base / row['model_ms']['p50']:.2f}x" for label, row in rows.items())
     return markdown(result) + f"\n\nModel-only p50 speed-up over ORT FP32 (same run): {ratios}.\n"
+
+
+def roi_workload(models: dict[str, Path], work: Path) -> str:
+    """Rows entering the box head and detections, per file and backend, on a generated image (seed 0, as the
+    benchmark's) at 800x1333: the model-only rows compare like with like only where every backend does the
+    same ROI work."""
+    import dataclasses
+
+    import cv2
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from instseg_deploy.bench.inputs import generated_images
+    from instseg_deploy.model_file.metadata import preprocess_params
+    from instseg_deploy.model_file.reader import read_model_file
+    from instseg_deploy.processing.preprocess import preprocess
+    from instseg_deploy.runtime.openvino import read_openvino_model, shared_core
+
+    folder = work / "workload_image"
+    images = folder / "images" if (folder / "images").is_dir() else generated_images(folder, 1)
+    image = cv2.resize(cv2.imread(str(sorted(images.iterdir())[0])), (1333, 800), interpolation=cv2.INTER_LINEAR)
+    lines = ["| file | backend | box head rows (proposals) | detections |", "|---|---|---|---|"]
+    for label, path in models.items():
+        model_file = read_model_file(path)
+        params = dataclasses.replace(preprocess_params(model_file.metadata), min_size=800, max_size=1333)
+        batch = preprocess([image], params)
+        feeds = {"images": batch.images, "image_sizes": batch.image_sizes}
+        graph = onnx.load(path)
+        rows = next(n for n in graph.graph.node if n.op_type == "Gemm").output[0]  # fc1: (proposals, FC_DIM)
+        graph.graph.output.append(onnx.helper.make_tensor_value_info(rows, onnx.TensorProto.FLOAT, None))
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        outputs = session.run(None, feeds)
+        lines.append(f"| {label} | ort | {len(outputs[-1])} | {len(outputs[0])} |")
+        core = shared_core()
+        model = read_openvino_model(core, path, model_file.graph)
+        model.add_outputs([rows])
+        request = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+        request.infer(feeds)
+        counts = [np.asarray(request.get_output_tensor(i).data).shape[0] for i in (len(model.outputs) - 1, 0)]
+        lines.append(f"| {label} | openvino | {counts[0]} | {counts[1]} |")
+    return "\n".join(lines) + "\n"
 
 
 def fixture_predictors(threads: int, work: Path):
@@ -165,6 +212,8 @@ def main() -> None:
         fp32, int8 = r50_models(args.work, args.calib_images)
         print("### R50-FPN-3x architecture, 800x1333, model only\n")
         print(model_speed(fp32, int8, args.threads, args.rounds))
+        print("What each row's ROI heads ran on (a generated image at 800x1333):\n")
+        print(roi_workload({"r50.onnx": fp32, "r50.int8.onnx": int8}, args.work))
     dataset, predictors = fixture_predictors(args.threads, args.work)
     print("### Fixture model, whole eval on its val set (100 images), interleaved per image\n")
     print(whole_eval(dataset, predictors))

@@ -44,21 +44,25 @@ OPENVINO_SUMMARY = (
     "13 / +0.09 bbox / segm; the poolers' box geometry is kept f32, which the CPU plugin alone rounds to bf16: 90% of"
     " f32's confident detections found again at box IoU >= 0.99 instead of 52-65%, `benchmarks/openvino_bf16.py`); IN"
     'T8 within 0.5 AP of f32 (+0.44 / -0.02 bbox / segm on the fixture val set) with its detection count within 0.3% '
-    "of ORT's on the same file. R50-FPN-3x at 800x1333, model only, over ORT FP32 in one interleaved run: OpenVINO IN"
-    'T8 2.55x, bf16 1.99x, f32 1.11x (ORT INT8 1.75x; the run before it 2.70x, 2.08x, 1.04x, 1.79x; earlier runs of t'
-    'he same INT8 path 2.50x-2.59x, bf16 1.99x-2.30x: about +-4% run-to-run, more for bf16 on a noisy host, see OPENV'
-    "INO.md). Fixture model's whole eval: OpenVINO bf16 1.71x, INT8 1.73x, f32 1.27x (before ONNX Runtime's threads s"
-    'topped spinning after each run, which took the cores from the next backend in the same process: 1.76x, 1.45x, 1.'
-    "07x). INT8 tool, by measurement (`benchmarks/openvino_nncf.py`): NNCF's post-training quantization of the same e"
-    "xport with the same calibration images runs 3-7% faster in OpenVINO but moves the fixture val set's bbox AP by +"
-    "0.59 (mixed preset) or +1.07 (performance) where `instseg quantize`'s file moves it +0.44, and NNCF's own stem p"
-    'lacement hits an OpenVINO mis-computation (-3.6 AP) unless the stem is left float: the QDQ file stays the INT8 p'
-    'ath. On an AVX2-only EPYC (no AVX-512, no VNNI, no BF16): OpenVINO f32 again matches ORT FP32 detection for dete'
-    "ction; R50-FPN-3x model only OpenVINO f32 0.90x-1.06x ORT FP32 (parity within that VM's noise), INT8 1.46x-1.47x"
-    '; fixture eval f32 1.28x-1.29x, INT8 1.42x-1.43x. There the int8 kernels saturate 8-bit weights (int16 pair sums'
-    " without VNNI: FPN features 14-19% off the file's exact float simulation, `benchmarks/int8_kernels.py`), which c"
-    'osts the generated set about 0.35 bbox AP (OpenVINO INT8 -0.50 where the file itself loses -0.17); `instseg quan'
-    'tize --weight-bits 7` brings the kernels back to the simulation (OpenVINO INT8 -0.25 / -0.18 bbox / segm).'
+    "of ORT's on the same file. R50-FPN-3x at 800x1333, model only, over ORT FP32 in one interleaved run (seeded weig"
+    "hts that kept the initialisers' batch-norm statistics, so the ROI heads ran on 90-1000 proposals depending on th"
+    'e backend; not re-measured on this CPU since): OpenVINO INT8 2.55x, bf16 1.99x, f32 1.11x (ORT INT8 1.75x; the r'
+    'un before it 2.70x, 2.08x, 1.04x, 1.79x; earlier runs of the same INT8 path 2.50x-2.59x, bf16 1.99x-2.30x: about'
+    " +-4% run-to-run, more for bf16 on a noisy host, see OPENVINO.md). Fixture model's whole eval: OpenVINO bf16 1.7"
+    "1x, INT8 1.73x, f32 1.27x (before ONNX Runtime's threads stopped spinning after each run, which took the cores f"
+    'rom the next backend in the same process: 1.76x, 1.45x, 1.07x). INT8 tool, by measurement (`benchmarks/openvino_'
+    "nncf.py`): NNCF's post-training quantization of the same export with the same calibration images runs 3-7% faste"
+    "r in OpenVINO but moves the fixture val set's bbox AP by +0.59 (mixed preset) or +1.07 (performance) where `inst"
+    "seg quantize`'s file moves it +0.44, and NNCF's own stem placement hits an OpenVINO mis-computation (-3.6 AP) un"
+    'less the stem is left float: the QDQ file stays the INT8 path. On an AVX2-only EPYC (no AVX-512, no VNNI, no BF1'
+    '6): OpenVINO f32 again matches ORT FP32 detection for detection; R50-FPN-3x model only, seeded weights with stan'
+    "dardized batch norms (`bench.seeded`: every backend's ROI heads run on a trained model's 1000 proposals and 100 "
+    'detections), OpenVINO f32 1.01x-1.26x ORT FP32 (1.03x alternating in one process), INT8 1.78x-1.96x, ORT INT8 1.'
+    '31x-1.38x; fixture eval f32 1.25x-1.29x, INT8 1.37x-1.43x. There the int8 kernels saturate 8-bit weights (int16 '
+    "pair sums without VNNI: FPN features 14-19% off the file's exact float simulation, `benchmarks/int8_kernels.py`)"
+    ', which costs the generated set about 0.35 bbox AP (OpenVINO INT8 -0.50 where the file itself loses -0.17); `ins'
+    'tseg quantize --weight-bits 7` brings the kernels back to the simulation (OpenVINO INT8 -0.25 / -0.18 bbox / seg'
+    'm).'
 )
 
 
