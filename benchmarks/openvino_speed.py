@@ -50,7 +50,8 @@ def r50_models(work: Path, calib_images: int) -> tuple[Path, Path]:
     from instseg_deploy.quantize.qdq import quantize_int8
 
     work.mkdir(parents=True, exist_ok=True)
-    fp32, int8 = work / "r50.onnx", work / "r50.int8.onnx"
+    # New names: files of the seeded weights before bench.seeded (r50.onnx) are not reused.
+    fp32, int8 = work / "r50_seeded.onnx", work / "r50_seeded.int8.onnx"
     calib = work / "calib"
     if not (calib / "annotations.json").is_file():
         generate(calib, calib_images, seed=1)
@@ -80,47 +81,61 @@ def model_speed(fp32: Path, int8: Path, threads: int, rounds: int) -> str:
     return markdown(result) + f"\n\nModel-only p50 speed-up over ORT FP32 (same run): {ratios}.\n"
 
 
-def roi_workload(models: dict[str, Path], work: Path) -> str:
-    """Rows entering the box head and detections, per file and backend, on a generated image (seed 0, as the
-    benchmark's) at 800x1333: the model-only rows compare like with like only where every backend does the
-    same ROI work."""
+def roi_workload(models: dict[str, Path], work: Path, threads: int) -> str:
+    """Rows entering the box head (the proposals) and detections of every model-only row (file, backend,
+    precision) on a generated image (seed 0, as the benchmark's) at 800x1333: the rows compare like with
+    like only where every one does the same ROI work. Detections come from the row's own runner; the
+    proposals from a copy of its graph that also outputs the box head's first layer (an extra output can
+    change how that layer is fused, so the copy is not used for the detections)."""
     import dataclasses
 
     import cv2
-    import numpy as np
     import onnx
     import onnxruntime as ort
+    from interleaved_eval import native_bf16
 
     from instseg_deploy.bench.inputs import generated_images
     from instseg_deploy.model_file.metadata import preprocess_params
     from instseg_deploy.model_file.reader import read_model_file
     from instseg_deploy.processing.preprocess import preprocess
-    from instseg_deploy.runtime.openvino import read_openvino_model, shared_core
+    from instseg_deploy.runtime.openvino import (
+        OpenVinoSettings,
+        load_openvino_runner,
+        read_openvino_model,
+        shared_core,
+    )
+    from instseg_deploy.runtime.openvino_bf16 import keep_roi_geometry_f32
+    from instseg_deploy.runtime.ort import SessionSettings, load_ort_runner
 
     folder = work / "workload_image"
     images = folder / "images" if (folder / "images").is_dir() else generated_images(folder, 1)
     image = cv2.resize(cv2.imread(str(sorted(images.iterdir())[0])), (1333, 800), interpolation=cv2.INTER_LINEAR)
-    lines = ["| file | backend | box head rows (proposals) | detections |", "|---|---|---|---|"]
+    lines = ["| file | row | box head rows (proposals) | detections |", "|---|---|---|---|"]
     for label, path in models.items():
         model_file = read_model_file(path)
         params = dataclasses.replace(preprocess_params(model_file.metadata), min_size=800, max_size=1333)
         batch = preprocess([image], params)
         feeds = {"images": batch.images, "image_sizes": batch.image_sizes}
         graph = onnx.load(path)
-        rows = next(n for n in graph.graph.node if n.op_type == "Gemm").output[0]  # fc1: (proposals, FC_DIM)
-        graph.graph.output.append(onnx.helper.make_tensor_value_info(rows, onnx.TensorProto.FLOAT, None))
+        fc1 = next(n for n in graph.graph.node if n.op_type == "Gemm").output[0]  # (proposals, FC_DIM)
+        graph.graph.output.append(onnx.helper.make_tensor_value_info(fc1, onnx.TensorProto.FLOAT, None))
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        outputs = session.run(None, feeds)
-        lines.append(f"| {label} | ort | {len(outputs[-1])} | {len(outputs[0])} |")
+        probe = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        detections = load_ort_runner(path, SessionSettings(threads=threads)).run(batch)
+        lines.append(f"| {label} | ort | {len(probe.run(None, feeds)[-1])} | {len(detections.boxes)} |")
+        precisions = ["f32", "bf16"] if model_file.precision == "fp32" and native_bf16() else ["f32"]
         core = shared_core()
-        model = read_openvino_model(core, path, model_file.graph)
-        model.add_outputs([rows])
-        request = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
-        request.infer(feeds)
-        counts = [np.asarray(request.get_output_tensor(i).data).shape[0] for i in (len(model.outputs) - 1, 0)]
-        lines.append(f"| {label} | openvino | {counts[0]} | {counts[1]} |")
+        for precision in precisions:
+            model = read_openvino_model(core, path, model_file.graph)
+            if precision == "bf16":  # as the runner compiles it
+                keep_roi_geometry_f32(model)
+            model.add_outputs([fc1])
+            compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision})
+            port = next(o for o in compiled.outputs if fc1 in o.get_names())
+            proposals = len(compiled.create_infer_request().infer(feeds)[port])
+            runner = load_openvino_runner(path, OpenVinoSettings(precision=precision, threads=threads))
+            lines.append(f"| {label} | openvino {precision} | {proposals} | {len(runner.run(batch).boxes)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -213,7 +228,7 @@ def main() -> None:
         print("### R50-FPN-3x architecture, 800x1333, model only\n")
         print(model_speed(fp32, int8, args.threads, args.rounds))
         print("What each row's ROI heads ran on (a generated image at 800x1333):\n")
-        print(roi_workload({"r50.onnx": fp32, "r50.int8.onnx": int8}, args.work))
+        print(roi_workload({fp32.name: fp32, int8.name: int8}, args.work, args.threads))
     dataset, predictors = fixture_predictors(args.threads, args.work)
     print("### Fixture model, whole eval on its val set (100 images), interleaved per image\n")
     print(whole_eval(dataset, predictors))

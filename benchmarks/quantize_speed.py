@@ -68,21 +68,23 @@ def build_models(args) -> dict[str, Path]:
 
     args.work.mkdir(parents=True, exist_ok=True)
     calib = calibration_images(args.calib, num_images=args.num_calib)
-    fp32 = export_fp32(args.config, args.weights, args.work / "model.onnx", standardize_on=calib[0])
+    # Seeded exports get their own names: files of the seeded weights before bench.seeded are not reused.
+    stem = "model" if args.weights is not None else "seeded"
+    fp32 = export_fp32(args.config, args.weights, args.work / f"{stem}.onnx", standardize_on=calib[0])
     models = {"FP32": fp32}
     variants = [("INT8 (int8 QDQ, TensorRT-compatible)", "int8")]
     if args.uint8:
         variants.append(("INT8 (uint8 QDQ, ORT-CPU layout)", "uint8"))
     for label, activations in variants:
-        out = args.work / f"model.{activations}.onnx"
+        out = args.work / f"{stem}.{activations}.onnx"
         if not out.is_file():
             log(f"quantizing {out.name} on {len(calib)} calibration images")
             quantize_int8(fp32, out, calib, QuantizeSettings(activations=activations),
-                          cache_path=args.work / f"model.{activations}.calib.json",
+                          cache_path=args.work / f"{stem}.{activations}.calib.json",
                           on_image=lambda done, total: log(f"  calibration {done}/{total}"))
         models[label] = out
     if args.fp16:
-        out = args.work / "model.fp16.onnx"
+        out = args.work / f"{stem}.fp16.onnx"
         if not out.is_file():
             convert_fp16(fp32, out)
         models["FP16"] = out

@@ -7,12 +7,12 @@ import dataclasses
 import pytest
 import torch
 
+from conftest import D2, REPO
 from instseg_deploy.bench.seeded import BATCH_NORMS, seeded_model, standardize_batch_norms
 from instseg_deploy.config import load_config
 from instseg_deploy.image_io import read_image
 from instseg_deploy.modeling import build_model
 from instseg_deploy.processing.preprocess import PreprocessParams, preprocess
-from tests.conftest import D2, REPO
 
 R50 = REPO / "configs" / "COCO-InstanceSegmentation" / "mask_rcnn_R_50_FPN_3x.yaml"
 
@@ -73,3 +73,22 @@ def test_seeded_weights_are_reproducible_and_leave_no_hook(r50_and_batch, seeded
     assert standardize_batch_norms(again, batch) == 53
     assert all(torch.equal(value, again.state_dict()[name]) for name, value in seeded.state_dict().items())
     assert all(not m._forward_pre_hooks for m in seeded.modules())
+
+
+def test_norms_that_see_no_values_keep_their_statistics_and_training_mode_is_refused(tiny_config_path):
+    """The tiny model's BatchNorm2d layers, and a mask head with norms that gets no detections."""
+    cfg = load_config(tiny_config_path, ["MODEL.ROI_MASK_HEAD.NORM", "BN"]).model
+    cfg = dataclasses.replace(cfg, roi_heads=dataclasses.replace(cfg.roi_heads, score_thresh_test=1.0))  # none kept
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    batch = preprocess([read_image(D2 / "photos" / "coffee.png")[0]], PreprocessParams.from_model_config(cfg))
+    norms = [m for m in model.modules() if isinstance(m, BATCH_NORMS)]
+    in_mask_head = [m for m in model.roi_heads.mask_head.modules() if isinstance(m, BATCH_NORMS)]
+    assert in_mask_head and all(isinstance(m, torch.nn.BatchNorm2d) for m in norms)
+    assert standardize_batch_norms(model, batch) == len(norms) - len(in_mask_head)
+    for norm in in_mask_head:
+        assert torch.equal(norm.running_mean, torch.zeros_like(norm.running_mean))
+        assert torch.equal(norm.running_var, torch.ones_like(norm.running_var))
+    assert all(torch.isfinite(m.running_var).all() and torch.isfinite(m.running_mean).all() for m in norms)
+    with pytest.raises(ValueError, match="eval mode"):
+        standardize_batch_norms(model.train(), batch)

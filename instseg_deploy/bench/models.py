@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from instseg_deploy.errors import InstsegError
 from instseg_deploy.model_file.reader import read_model_file
 from instseg_deploy.modeling import MaskRCNN
@@ -43,4 +45,7 @@ def flops_model(config: Path | None, weights: Path | None, models: list[Path]) -
     meta = read_model_file(models[0]).metadata
     if meta is None or "config" not in meta:
         raise InstsegError("FLOPs need the model's architecture: pass --config/--weights or an instseg-exported model")
-    return build_model(config_from_tree(tree_from_text(meta["config"], str(models[0]))).model)
+    cfg = config_from_tree(tree_from_text(meta["config"], str(models[0]))).model
+    with torch.random.fork_rng():  # the same initial weights, so the same count, in every run
+        torch.manual_seed(0)
+        return build_model(cfg).eval()

@@ -104,7 +104,7 @@ def run_bench(request: BenchRequest, on_message: Callable[[str], None] | None = 
             onnx_models = [_export_for_ort(request, tmp / "model.onnx", say)]
         net = flops_model(request.config, request.weights, onnx_models or list(request.models))
         counted = preprocess([read_image(paths[0])[0]], _params_for(net, hw))
-        if request.weights is None:  # an architecture without its weights: give its ROI heads a trained model's work
+        if request.weights is None:  # torch has the architecture, not the file's weights: a trained model's ROI work
             standardize_batch_norms(net, counted)
         gflops = count_gflops(net, counted)
         specs = _row_specs(request, tuple(paths), onnx_models)

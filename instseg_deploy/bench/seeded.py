@@ -3,9 +3,9 @@
 Convolution time does not depend on the weights, but the ROI heads' does: they run on the proposals
 the RPN keeps and the detections the box head makes. A network fresh from its initialisers, with
 its frozen batch norms at mean 0 / variance 1, grows its activations block after block; in
-R50-FPN-3x at 800x1333 the RPN's box deltas then send most proposals outside the image, so 11-40
+R50-FPN-3x at 800x1333 the RPN's box deltas then send most proposals outside the image, so 11-98
 survive where a trained model keeps POST_NMS_TOPK_TEST (1000), and how many survive depends on
-each backend's rounding (an INT8 file kept 76 in ONNX Runtime and 1000 in OpenVINO). Giving every
+each backend's rounding (an INT8 file kept 96 in ONNX Runtime and 1000 in OpenVINO). Giving every
 batch norm the statistics of its own input on one image restores a trained network's scale: the
 same architecture then keeps the capped 1000 proposals and DETECTIONS_PER_IMAGE detections.
 """
@@ -26,28 +26,37 @@ BATCH_NORMS = (FrozenBatchNorm2d, nn.BatchNorm2d)
 def standardize_batch_norms(model: MaskRCNN, batch: Batch) -> int:
     """Set each batch norm's running mean and variance to those of its input on ``batch`` (in place,
     in the order the forward pass reaches them, so each sees the already standardized layers before
-    it); its output there has mean 0 and variance 1 per channel. Returns how many were set."""
+    it); with the initialisers' weight 1 and bias 0 its output there has mean 0 and variance 1 per
+    channel. A norm that sees fewer than two values per channel (e.g. in a head that got no boxes)
+    keeps its statistics. Returns how many were set. ``model`` must be in eval mode (a training-mode
+    BatchNorm would use and update batch statistics instead)."""
+    if model.training:
+        raise ValueError("standardize_batch_norms needs the model in eval mode")
+    updated = []
 
     def take_input_statistics(norm: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         x = inputs[0]  # (N, C, H, W)
+        if x.numel() < 2 * x.shape[1]:  # no variance to take
+            return
         norm.running_mean.copy_(x.mean(dim=(0, 2, 3)))
         norm.running_var.copy_((x.var(dim=(0, 2, 3)) - norm.eps).clamp(min=0))
+        updated.append(norm)
 
-    norms = [m for m in model.modules() if isinstance(m, BATCH_NORMS)]
-    hooks = [norm.register_forward_pre_hook(take_input_statistics) for norm in norms]
+    hooks = [m.register_forward_pre_hook(take_input_statistics) for m in model.modules() if isinstance(m, BATCH_NORMS)]
     try:
         with torch.inference_mode():
             model.inference(torch.from_numpy(batch.images), torch.from_numpy(batch.image_sizes))
     finally:
         for hook in hooks:
             hook.remove()
-    return len(norms)
+    return len(updated)
 
 
 def seeded_model(cfg: ModelConfig, batch: Batch, seed: int = 0) -> MaskRCNN:
     """The architecture of ``cfg`` (eval mode) with weights from its initialisers under ``seed`` and batch
     norms standardized on ``batch`` (preprocessed images, e.g. one generated image at the benchmark's size)."""
-    torch.manual_seed(seed)
-    model = build_model(cfg).eval()
+    with torch.random.fork_rng():  # the caller's random state is left as it was
+        torch.manual_seed(seed)
+        model = build_model(cfg).eval()
     standardize_batch_norms(model, batch)
     return model
