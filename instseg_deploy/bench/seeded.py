@@ -4,7 +4,8 @@ Convolution time does not depend on the weights, but the ROI heads' does: they r
 the RPN keeps and the detections the box head makes. A network fresh from its initialisers, with
 its frozen batch norms at mean 0 / variance 1, grows its activations block after block; in
 R50-FPN-3x at 800x1333 the RPN's box deltas then send most proposals outside the image, so 11-98
-survive where a trained model keeps POST_NMS_TOPK_TEST (1000), and how many survive depends on
+survive where a trained model keeps POST_NMS_TOPK_TEST (1000: detectron2's own run of the
+fixture checkpoint kept 1000 on each of its 22 golden images), and how many survive depends on
 each backend's rounding (an INT8 file kept 96 in ONNX Runtime and 1000 in OpenVINO). Giving every
 batch norm the statistics of its own input on one image restores a trained network's scale: the
 same architecture then keeps the capped 1000 proposals and DETECTIONS_PER_IMAGE detections.
