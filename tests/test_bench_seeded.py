@@ -92,3 +92,18 @@ def test_norms_that_see_no_values_keep_their_statistics_and_training_mode_is_ref
     assert all(torch.isfinite(m.running_var).all() and torch.isfinite(m.running_mean).all() for m in norms)
     with pytest.raises(ValueError, match="eval mode"):
         standardize_batch_norms(model.train(), batch)
+
+
+def test_bench_flops_of_an_export_without_weights_match_its_trained_checkpoint(fixture_model, exported_onnx):
+    """`instseg bench --model x.onnx` counts FLOPs on the architecture with initial weights: standardized,
+    its ROI heads do the trained model's work (real detectron2 kept 1000 proposals on every golden image)."""
+    from instseg_deploy.bench.flops import count_gflops
+    from instseg_deploy.bench.models import flops_model
+
+    trained, _ = fixture_model
+    batch = preprocess([read_image(D2 / "photos" / "coffee.png")[0]], PreprocessParams.from_model_config(trained.cfg))
+    expected = count_gflops(trained, batch).fixed
+    architecture = flops_model(None, None, [exported_onnx["raw"]])
+    assert count_gflops(architecture, batch).fixed < 0.95 * expected  # initial weights: too few proposals
+    standardize_batch_norms(architecture, batch)
+    assert count_gflops(architecture, batch).fixed == pytest.approx(expected, rel=1e-3)
