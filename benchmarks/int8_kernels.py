@@ -25,7 +25,8 @@ import argparse
 import sys
 from pathlib import Path
 
-WEIGHT_BITS = (8, 7)
+from instseg_deploy.quantize.qdq import WEIGHT_BITS
+
 FPN_OUTPUTS = tuple(f"/model/backbone/fpn_output{level}/Conv_output_0" for level in (2, 3, 4, 5))  # P2..P5
 
 

@@ -39,14 +39,10 @@ def r50_models(work: Path, calib_images: int) -> tuple[Path, Path]:
     """(FP32 export, INT8 QDQ of it) of the R50-FPN-3x architecture with seeded weights whose batch norms are
     standardized on the first calibration image (bench.seeded: a trained model's 1000 proposals and 100
     detections on every backend)."""
-    from instseg_deploy.bench.seeded import seeded_model
-    from instseg_deploy.class_names import default_class_names
-    from instseg_deploy.config import load_config
+    from instseg_deploy.bench.seeded import seeded_model_from_config
     from instseg_deploy.data.calibration import calibration_images
     from instseg_deploy.data.synth import generate
     from instseg_deploy.export.onnx_export import export_onnx
-    from instseg_deploy.image_io import read_image
-    from instseg_deploy.processing.preprocess import PreprocessParams, preprocess
     from instseg_deploy.quantize.qdq import quantize_int8
 
     work.mkdir(parents=True, exist_ok=True)
@@ -58,10 +54,7 @@ def r50_models(work: Path, calib_images: int) -> tuple[Path, Path]:
     images = calibration_images(images=calib / "images", num_images=calib_images)
     if not fp32.is_file():
         log("exporting the R50-FPN-3x architecture (seeded weights, batch norms standardized)")
-        cfg = load_config(R50)
-        cfg.class_names = default_class_names(cfg.model.num_classes)
-        batch = preprocess([read_image(images[0])[0]], PreprocessParams.from_model_config(cfg.model))
-        export_onnx(seeded_model(cfg.model, batch), cfg, fp32)
+        export_onnx(*seeded_model_from_config(R50, images[0]), fp32)
     if not int8.is_file():
         log(f"quantizing (INT8 QDQ, {calib_images} calibration images)")
         quantize_int8(fp32, int8, images)
@@ -110,13 +103,15 @@ def roi_workload(models: dict[str, Path], work: Path, threads: int) -> str:
     folder = work / "workload_image"
     images = folder / "images" if (folder / "images").is_dir() else generated_images(folder, 1)
     image = cv2.resize(cv2.imread(str(sorted(images.iterdir())[0])), (1333, 800), interpolation=cv2.INTER_LINEAR)
+    core = shared_core()
     lines = ["| file | row | box head rows (proposals) | detections |", "|---|---|---|---|"]
     for label, path in models.items():
         model_file = read_model_file(path)
         params = dataclasses.replace(preprocess_params(model_file.metadata), min_size=800, max_size=1333)
         batch = preprocess([image], params)
         feeds = {"images": batch.images, "image_sizes": batch.image_sizes}
-        graph = onnx.load(path)
+        graph = onnx.ModelProto()
+        graph.CopyFrom(model_file.graph)  # the probe's copy; the runners read the file as it is
         fc1 = next(n for n in graph.graph.node if n.op_type == "Gemm").output[0]  # (proposals, FC_DIM)
         graph.graph.output.append(onnx.helper.make_tensor_value_info(fc1, onnx.TensorProto.FLOAT, None))
         options = ort.SessionOptions()
@@ -125,7 +120,6 @@ def roi_workload(models: dict[str, Path], work: Path, threads: int) -> str:
         detections = load_ort_runner(path, SessionSettings(threads=threads)).run(batch)
         lines.append(f"| {label} | ort | {len(probe.run(None, feeds)[-1])} | {len(detections.boxes)} |")
         precisions = ["f32", "bf16"] if model_file.precision == "fp32" and native_bf16() else ["f32"]
-        core = shared_core()
         for precision in precisions:
             model = read_openvino_model(core, path, model_file.graph)
             if precision == "bf16":  # as the runner compiles it

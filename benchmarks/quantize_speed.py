@@ -40,12 +40,8 @@ def log(message: str) -> None:
 def export_fp32(config: Path, weights: Path | None, out: Path, standardize_on: Path) -> Path:
     """The FP32 export of ``weights`` (or of seeded weights, batch norms standardized on the image
     ``standardize_on``: bench.seeded) with dynamic shapes."""
-    from instseg_deploy.bench.seeded import seeded_model
-    from instseg_deploy.class_names import default_class_names
-    from instseg_deploy.config import load_config
+    from instseg_deploy.bench.seeded import seeded_model_from_config
     from instseg_deploy.export.onnx_export import export_onnx
-    from instseg_deploy.image_io import read_image
-    from instseg_deploy.processing.preprocess import PreprocessParams, preprocess
     from instseg_deploy.runtime.torch_model import load_model
 
     if out.is_file():
@@ -53,10 +49,7 @@ def export_fp32(config: Path, weights: Path | None, out: Path, standardize_on: P
     if weights is not None:
         model, cfg = load_model(config, weights)
     else:
-        cfg = load_config(config)
-        cfg.class_names = default_class_names(cfg.model.num_classes)
-        batch = preprocess([read_image(standardize_on)[0]], PreprocessParams.from_model_config(cfg.model))
-        model = seeded_model(cfg.model, batch)
+        model, cfg = seeded_model_from_config(config, standardize_on)
     log(f"exporting {out.name}")
     return export_onnx(model.eval(), cfg, out).path
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
+from instseg_deploy.bench.seeded import initial_model
 from instseg_deploy.errors import InstsegError
 from instseg_deploy.model_file.reader import read_model_file
 from instseg_deploy.modeling import MaskRCNN
@@ -34,18 +33,15 @@ def peak_compute(label: str) -> str:
 def flops_model(config: Path | None, weights: Path | None, models: list[Path]) -> MaskRCNN:
     """The torch model whose conv/matmul FLOPs stand for every backend (same graph): from
     ``config``/``weights``, else the architecture recorded in the first exported model (.onnx or .engine),
-    with initial weights (bench.seeded.standardize_batch_norms gives its ROI heads a trained model's work)."""
+    with seeded initial weights (bench.seeded.standardize_batch_norms gives its ROI heads a trained model's work)."""
     if weights is not None:
         from instseg_deploy.runtime.torch_model import load_model
 
         return load_model(config, weights)[0]
     from instseg_deploy.config.loader import config_from_tree, tree_from_text
-    from instseg_deploy.modeling import build_model
 
     meta = read_model_file(models[0]).metadata
     if meta is None or "config" not in meta:
         raise InstsegError("FLOPs need the model's architecture: pass --config/--weights or an instseg-exported model")
-    cfg = config_from_tree(tree_from_text(meta["config"], str(models[0]))).model
-    with torch.random.fork_rng():  # the same initial weights, so the same count, in every run
-        torch.manual_seed(0)
-        return build_model(cfg).eval()
+    # seeded: the same initial weights, so the same count, in every run
+    return initial_model(config_from_tree(tree_from_text(meta["config"], str(models[0]))).model)

@@ -13,13 +13,18 @@ same architecture then keeps the capped 1000 proposals and DETECTIONS_PER_IMAGE 
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
+from instseg_deploy.class_names import default_class_names
+from instseg_deploy.config import InstsegConfig, load_config
 from instseg_deploy.config.types import ModelConfig
+from instseg_deploy.image_io import read_image
 from instseg_deploy.modeling import MaskRCNN, build_model
 from instseg_deploy.modeling.layers import FrozenBatchNorm2d
-from instseg_deploy.processing.preprocess import Batch
+from instseg_deploy.processing.preprocess import Batch, PreprocessParams, preprocess
 
 BATCH_NORMS = (FrozenBatchNorm2d, nn.BatchNorm2d)
 
@@ -53,11 +58,27 @@ def standardize_batch_norms(model: MaskRCNN, batch: Batch) -> int:
     return len(updated)
 
 
-def seeded_model(cfg: ModelConfig, batch: Batch, seed: int = 0) -> MaskRCNN:
-    """The architecture of ``cfg`` (eval mode) with weights from its initialisers under ``seed`` and batch
-    norms standardized on ``batch`` (preprocessed images, e.g. one generated image at the benchmark's size)."""
-    with torch.random.fork_rng():  # the caller's random state is left as it was
+def initial_model(cfg: ModelConfig, seed: int = 0) -> MaskRCNN:
+    """The architecture of ``cfg`` (eval mode) with weights from its initialisers under ``seed``; the
+    caller's random state is left as it was."""
+    with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = build_model(cfg).eval()
+        return build_model(cfg).eval()
+
+
+def seeded_model(cfg: ModelConfig, batch: Batch, seed: int = 0) -> MaskRCNN:
+    """:func:`initial_model` with its batch norms standardized on ``batch`` (preprocessed images, e.g. one
+    generated image at the benchmark's size)."""
+    model = initial_model(cfg, seed)
     standardize_batch_norms(model, batch)
     return model
+
+
+def seeded_model_from_config(config: str | os.PathLike, image: str | os.PathLike,
+                             seed: int = 0) -> tuple[MaskRCNN, InstsegConfig]:
+    """(:func:`seeded_model` of a detectron2 config file, standardized on the image file ``image`` at the
+    config's test size; the config, with default class names), ready to export."""
+    cfg = load_config(config)
+    cfg.class_names = default_class_names(cfg.model.num_classes)
+    batch = preprocess([read_image(image)[0]], PreprocessParams.from_model_config(cfg.model))
+    return seeded_model(cfg.model, batch, seed), cfg
