@@ -38,31 +38,32 @@ SECTION_INPUTS = {"large": "800x1333", "small": "320x448"}
 
 # Measured by benchmarks/openvino_parity.py and openvino_speed.py (their own runs); kept here as text.
 OPENVINO_SUMMARY = (
-    'Measured by `benchmarks/openvino_parity.py` and `benchmarks/openvino_speed.py`: see [OPENVINO.md](OPENVINO.md). '
-    "On this project's 2-core AMD EPYC (AVX-512, VNNI, BF16; no AMX): OpenVINO f32 matches ORT FP32 detection for det"
-    'ection (identical AP on the fixture val set and 300 generated images); bf16 within 0.2 AP (-0.16 / +0.09 and +0.'
-    "13 / +0.09 bbox / segm; the poolers' box geometry is kept f32, which the CPU plugin alone rounds to bf16: 90% of"
-    " f32's confident detections found again at box IoU >= 0.99 instead of 52-65%, `benchmarks/openvino_bf16.py`); IN"
-    'T8 within 0.5 AP of f32 (+0.44 / -0.02 bbox / segm on the fixture val set) with its detection count within 0.3% '
-    "of ORT's on the same file. R50-FPN-3x at 800x1333, model only, over ORT FP32 in one interleaved run (seeded weig"
-    "hts that kept the initialisers' batch-norm statistics, so the ROI heads ran on 90-1000 proposals depending on th"
-    'e backend; not re-measured on this CPU since): OpenVINO INT8 2.55x, bf16 1.99x, f32 1.11x (ORT INT8 1.75x; the r'
-    'un before it 2.70x, 2.08x, 1.04x, 1.79x; earlier runs of the same INT8 path 2.50x-2.59x, bf16 1.99x-2.30x: about'
-    " +-4% run-to-run, more for bf16 on a noisy host, see OPENVINO.md). Fixture model's whole eval: OpenVINO bf16 1.7"
-    "1x, INT8 1.73x, f32 1.27x (before ONNX Runtime's threads stopped spinning after each run, which took the cores f"
-    'rom the next backend in the same process: 1.76x, 1.45x, 1.07x). INT8 tool, by measurement (`benchmarks/openvino_'
-    "nncf.py`): NNCF's post-training quantization of the same export with the same calibration images runs 3-7% faste"
-    "r in OpenVINO but moves the fixture val set's bbox AP by +0.59 (mixed preset) or +1.07 (performance) where `inst"
-    "seg quantize`'s file moves it +0.44, and NNCF's own stem placement hits an OpenVINO mis-computation (-3.6 AP) un"
-    'less the stem is left float: the QDQ file stays the INT8 path. On an AVX2-only EPYC (no AVX-512, no VNNI, no BF1'
-    '6): OpenVINO f32 again matches ORT FP32 detection for detection; R50-FPN-3x model only, seeded weights with stan'
-    "dardized batch norms (`bench.seeded`: every backend's ROI heads run on a trained model's 1000 proposals and 100 "
-    'detections), OpenVINO f32 1.01x-1.26x ORT FP32 (1.03x alternating in one process), INT8 1.78x-1.96x, ORT INT8 1.'
-    '31x-1.38x; fixture eval f32 1.25x-1.29x, INT8 1.37x-1.43x. There the int8 kernels saturate 8-bit weights (int16 '
-    "pair sums without VNNI: FPN features 14-19% off the file's exact float simulation, `benchmarks/int8_kernels.py`)"
-    ', which costs the generated set about 0.35 bbox AP (OpenVINO INT8 -0.50 where the file itself loses -0.17); `ins'
-    'tseg quantize --weight-bits 7` brings the kernels back to the simulation (OpenVINO INT8 -0.25 / -0.18 bbox / seg'
-    'm).'
+    "Measured by `benchmarks/openvino_parity.py` and `benchmarks/openvino_speed.py`: see "
+    "[OPENVINO.md](OPENVINO.md). On this project's 2-core AMD EPYC (AVX-512, VNNI, BF16; no AMX): OpenVINO f32 "
+    "matches ORT FP32 detection for detection (identical AP on the fixture val set and 300 generated images); "
+    "bf16 within 0.2 AP (-0.16 / +0.09 and +0.13 / +0.09 bbox / segm; the poolers' box geometry is kept f32, "
+    "which the CPU plugin alone rounds to bf16: 90% of f32's confident detections found again at box IoU >= 0.99 "
+    "instead of 52-65%, `benchmarks/openvino_bf16.py`), so `--precision auto` runs bf16 on such CPUs (f32 on AMX "
+    "CPUs until measured there); INT8 within 0.5 AP of f32 (+0.44 / -0.02 bbox / segm on the fixture val set) "
+    "with its detection count within 0.3% of ORT's on the same file. R50-FPN-3x at 800x1333, model only, seeded "
+    "weights with standardized batch norms (`bench.seeded`: every backend's ROI heads run on a trained model's "
+    "1000 proposals and 100 detections), over ORT FP32, two interleaved runs: OpenVINO INT8 3.44x / 3.36x, bf16 "
+    "2.33x / 2.20x, f32 1.24x / 1.18x, ORT INT8 1.84x / 1.76x (the previous seeded weights, whose FP32 rows ran "
+    "their ROI heads on about 90 proposals where OpenVINO INT8 ran on 1000, gave INT8 2.50x-2.70x). Fixture "
+    "model's whole eval: OpenVINO bf16 1.84x / 1.78x, INT8 1.83x / 1.66x, f32 1.30x / 1.26x. With VNNI the int8 "
+    "kernels compute 8-bit weights without saturating (FPN features within 2.1% (ORT) and 5.1% (OpenVINO) of the "
+    "INT8 file's exact float simulation, `benchmarks/int8_kernels.py`). INT8 tool, by measurement "
+    "(`benchmarks/openvino_nncf.py`): NNCF's post-training quantization of the same export with the same "
+    "calibration images runs 3-7% faster in OpenVINO but moves the fixture val set's bbox AP by +0.59 (mixed "
+    "preset) or +1.07 (performance) where `instseg quantize`'s file moves it +0.44, and NNCF's own stem placement "
+    "hits an OpenVINO mis-computation (-3.6 AP) unless the stem is left float: the QDQ file stays the INT8 path. "
+    "On an AVX2-only EPYC (no AVX-512, no VNNI, no BF16): OpenVINO f32 again matches ORT FP32 detection for "
+    "detection; R50-FPN-3x model only, standardized seeded weights, OpenVINO f32 1.01x-1.26x ORT FP32 (1.03x "
+    "alternating in one process), INT8 1.78x-1.96x, ORT INT8 1.31x-1.38x; fixture eval f32 1.25x-1.29x, INT8 "
+    "1.37x-1.43x. There the int8 kernels saturate 8-bit weights (int16 pair sums without VNNI: FPN features "
+    "14-19% off the file's exact float simulation), which costs the generated set about 0.35 bbox AP (OpenVINO "
+    "INT8 -0.50 where the file itself loses -0.17); `instseg quantize --weight-bits 7` brings the kernels back to "
+    "the simulation (OpenVINO INT8 -0.25 / -0.18 bbox / segm)."
 )
 
 
@@ -79,12 +80,12 @@ END_TO_END_SUMMARY = (
 
 SERVING_SUMMARY = (
     "Measured by `benchmarks/triton_serving.py`: see [SERVING.md](SERVING.md). On this project's 2-core AMD EPYC (AVX"
-    '-512, VNNI, BF16; no AMX), the fixture model served by the bundled Triton server (python flavour, ONNX Runtime F'
-    'P32), loopback HTTP: all 3850 detections of the 100 val images matched one-to-one with in-process ONNX Runtime, '
-    'AP identical (51.91 box / 46.20 mask); 16 clients x 50 requests: 0 failed, 0 answers differing from the single-c'
-    'lient ones. 2 instances x 1 thread: 6.05 img/s at 1 client, 11.24 at 16, serving overhead -4.5% p50 at 1 client;'
-    ' 1 instance x 2 threads: 8.67 img/s at 1 client, 8.55 at 16 (no gain: it already fills both cores), overhead +9.'
-    '8%.'
+    "-512, VNNI, BF16; no AMX), the fixture model served by the bundled Triton server (python flavour, ONNX Runtime F"
+    "P32), loopback HTTP: all 3850 detections of the 100 val images matched one-to-one with in-process ONNX Runtime, "
+    "AP identical (51.91 box / 46.20 mask); 16 clients x 50 requests: 0 failed, 0 answers differing from the single-c"
+    "lient ones. 2 instances x 1 thread: 6.05 img/s at 1 client, 11.24 at 16, serving overhead -4.5% p50 at 1 client;"
+    " 1 instance x 2 threads: 8.67 img/s at 1 client, 8.55 at 16 (no gain: it already fills both cores), overhead +9."
+    "8%."
 )
 
 

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from instseg_deploy.cli.main import app
+from instseg_deploy.cpu_isa import CpuIsa, cpu_isa, parse_cpuinfo
 from instseg_deploy.demo_data import DEMO_DATA
 from instseg_deploy.errors import InstsegError
 from instseg_deploy.evaluation.parity import match_detections
@@ -107,8 +108,41 @@ def test_bf16_without_native_bf16_says_what_it_runs(fixture_export, monkeypatch,
         predictor = load_predictor("openvino", model=fixture_export["onnx"], precision="bf16", threads=1)
     assert predictor.runner.precision == "f32"
     assert "bf16 requested, but this CPU has no native BF16" in caplog.text and "running f32" in caplog.text
-    assert backend.resolve_precision("auto", ("FP32", "INT8")) == "f32"
-    assert backend.resolve_precision("bf16", ("BF16", "FP32")) == "bf16"
+    assert backend.resolve_precision("bf16", ("BF16", "FP32"), cpu_isa()) == "bf16"
+
+
+def _isa(flags: str):
+    return parse_cpuinfo(f"model name\t: a CPU\nflags\t\t: {flags}\n")
+
+
+AVX512_BF16 = "avx2 fma avx512f avx512_vnni avx512_bf16"
+
+
+@pytest.mark.parametrize("flags, capabilities, expected", [
+    (AVX512_BF16, ("BF16", "FP32", "INT8"), "bf16"),  # where bf16 was measured within 0.2 AP of f32
+    (AVX512_BF16 + " amx_tile amx_bf16 amx_int8", ("BF16", "FP32", "INT8"), "f32"),  # AMX: not measured yet
+    (AVX512_BF16, ("FP32", "INT8"), "f32"),  # the plugin computes no bf16 (e.g. an older OpenVINO)
+    ("avx2 fma", ("FP32", "INT8"), "f32"),
+])
+def test_auto_precision_is_bf16_only_where_measured(flags, capabilities, expected):
+    from instseg_deploy.runtime import openvino as backend
+
+    assert backend.resolve_precision("auto", capabilities, _isa(flags)) == expected
+    assert backend.resolve_precision("f32", capabilities, _isa(flags)) == "f32"
+
+
+def test_auto_precision_without_a_known_isa_is_f32():
+    from instseg_deploy.runtime import openvino as backend
+
+    assert backend.auto_precision(("BF16", "FP32"), CpuIsa("unknown", None)) == "f32"
+
+
+def test_auto_on_an_fp32_export_compiles_what_auto_precision_says(fixture_export):
+    from instseg_deploy.runtime import openvino as backend
+
+    predictor = load_predictor("openvino", model=fixture_export["onnx"], threads=1)
+    core = backend.shared_core()
+    assert predictor.runner.precision == backend.auto_precision(backend.cpu_capabilities(core), cpu_isa())
 
 
 def test_plugin_flavour_and_engines_are_refused(tmp_path, exported_onnx):

@@ -175,6 +175,18 @@ def test_doctor_notes_int8_saturation_on_the_cpu_backends_of_a_cpu_without_vnni(
         assert noted == ({"ort", "openvino"} if saturates else set()), rows
 
 
+def test_doctor_says_what_precision_auto_runs_on_openvino():
+    env = doctor_cli.probe_environment(gpu_probe=lambda: False)
+    env.openvino_version, env.openvino_problem = "2026.4.1", None
+    cases = {(("BF16", "FP32", "INT8"), "bf16"): "--precision auto runs bf16 here",
+             (("BF16", "FP32", "INT8"), "f32"): "ask for --precision bf16",
+             (("FP32", "INT8"), "f32"): "no native BF16 on this CPU"}
+    for (capabilities, auto), expected in cases.items():
+        env.openvino_capabilities, env.openvino_auto_precision = list(capabilities), auto
+        notes = {r.key: r for r in doctor_cli.backend_statuses(env)}["openvino"].notes
+        assert any(expected in note for note in notes), notes
+
+
 def test_doctor_command_says_when_there_is_no_gpu():
     result = runner.invoke(app, ["doctor"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output

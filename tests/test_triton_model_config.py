@@ -4,8 +4,10 @@ net config that does not fit its graph."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
+import types
 
 import onnx
 import pytest
@@ -237,6 +239,54 @@ def test_native_openvino_net_carries_the_geometry_outputs_its_config_leaves_out(
     assert len(shared_core().read_model(str(again / "instseg_net" / "1" / "model.xml")).outputs) == len(served_outputs)
     assert list(config_io(parse_config((again / "instseg_net" / "config.pbtxt").read_text()), pb2)[1]) == \
         graph_outputs
+
+
+@pytest.fixture
+def served_predictor(monkeypatch):
+    """serving.triton.python_model.served_predictor, imported outside Triton's stub: the module imports the
+    stub's triton_python_backend_utils at the top, which served_predictor never uses, so an empty stand-in
+    module lets it import; the module is dropped again afterwards."""
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", types.ModuleType("triton_python_backend_utils"))
+    name = "instseg_deploy.serving.triton.python_model"
+    yield importlib.import_module(name).served_predictor
+    sys.modules.pop(name, None)
+
+
+def _python_model_parameters(repository) -> dict[str, str]:
+    config = parse_config((repository / "instseg" / "config.pbtxt").read_text())
+    return {key: value.string_value for key, value in config.parameters.items()}
+
+
+def test_python_flavour_runs_openvino_at_the_requested_precision(pb2, tiny_exports, tmp_path,
+                                                                  served_predictor):
+    """--precision reaches the served runner (f32 on a BF16 CPU too, where auto may pick bf16); it is refused
+    where nothing could honour it: another backend, or the native flavour (Triton's OpenVINO backend runs the
+    plugin's default)."""
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    from instseg_deploy.errors import ServingError
+    from instseg_deploy.export.openvino_ir import export_openvino_ir
+    from instseg_deploy.runtime.openvino import cpu_capabilities, shared_core
+    from instseg_deploy.serving.triton.repository import RepositoryRequest, write_repository
+
+    xml = export_openvino_ir(tiny_exports["dynamic"], tmp_path / "model.xml").xml
+    repository = write_repository(RepositoryRequest(xml, tmp_path / "repo", precision="f32", threads=1))
+    parameters = _python_model_parameters(repository)
+    assert parameters["backend"] == "openvino" and parameters["precision"] == "f32"
+    assert served_predictor(parameters, repository / "instseg" / "1").runner.precision == "f32"
+    bf16 = write_repository(RepositoryRequest(xml, tmp_path / "bf16", precision="bf16", threads=1))
+    bf16_parameters = _python_model_parameters(bf16)
+    native = "BF16" in cpu_capabilities(shared_core())
+    assert served_predictor(bf16_parameters, bf16 / "instseg" / "1").runner.precision == ("bf16" if native else "f32")
+    onnx_repo = write_repository(RepositoryRequest(tiny_exports["dynamic"], tmp_path / "onnx_repo"))
+    assert "precision" not in _python_model_parameters(onnx_repo)  # ort runs the file's own precision
+    onnx_bf16 = RepositoryRequest(tiny_exports["dynamic"], tmp_path / "r1", precision="bf16")
+    refused = {"for the openvino backend": onnx_bf16,
+               "needs the python flavour": RepositoryRequest(xml, tmp_path / "r2", flavour="native", precision="f32"),
+               "--precision must be one of": RepositoryRequest(xml, tmp_path / "r3", precision="fp16")}
+    for message, request in refused.items():
+        with pytest.raises(ServingError, match=message):
+            write_repository(request)
+        assert not request.out.exists()
 
 
 def test_plugin_note_only_for_engines_that_need_the_plugin(tiny_exports, tmp_path):

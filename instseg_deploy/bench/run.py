@@ -173,13 +173,14 @@ def _ir_models(request: BenchRequest) -> list[Path]:
 def _openvino_rows(request: BenchRequest, model: Path) -> list[tuple[str, str]]:
     """(label, precision to compile with) per openvino row of ``model``: the precision that will really
     run (auto and an unsupported bf16 resolved here, so the label and its peak are right)."""
+    from instseg_deploy.cpu_isa import cpu_isa
     from instseg_deploy.runtime.openvino import cpu_capabilities, resolve_precision, shared_core
 
     file_precision = precision_label(model)
     if file_precision not in ("fp32", "f32"):
         return [(f"openvino {file_precision}", "f32")]  # e.g. an INT8 QDQ file: its own precisions
-    capabilities = cpu_capabilities(shared_core())
-    resolved = dict.fromkeys(resolve_precision(p, capabilities) for p in request.precisions)
+    capabilities, isa = cpu_capabilities(shared_core()), cpu_isa()
+    resolved = dict.fromkeys(resolve_precision(p, capabilities, isa) for p in request.precisions)
     return [(f"openvino {p}", p) for p in resolved]
 
 

@@ -78,8 +78,8 @@ ProvidersOption = typer.Option("cpu", "--providers", help="ONNX Runtime provider
 ThreadsOption = typer.Option(0, "--threads", help="Intra-op CPU threads of the backend (0: torch uses the cores other "
                              "work leaves idle; ONNX Runtime and OpenVINO their own default).")
 PrecisionOption = typer.Option("auto", "--precision", help="--backend openvino: f32, bf16 (CPUs with AVX512-BF16 or "
-                               "AMX; box geometry kept f32) or auto (the fastest that keeps the model's AP: f32 "
-                               "for now).")
+                               "AMX; box geometry kept f32) or auto (the fastest measured to keep the model's AP: "
+                               "bf16 on AVX512-BF16 CPUs without AMX, f32 elsewhere).")
 HintOption = typer.Option("latency", "--hint", help="--backend openvino: latency (one image at a time) or "
                           "throughput (several streams).")
 

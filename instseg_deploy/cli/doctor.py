@@ -50,6 +50,7 @@ class Environment:
     openvino_version: Optional[str] = None
     openvino_capabilities: list[str] = field(default_factory=list)  # the CPU plugin's, e.g. BF16, FP32, INT8
     openvino_problem: Optional[str] = None  # why `import openvino` failed
+    openvino_auto_precision: Optional[str] = None  # what --precision auto compiles with here (f32 or bf16)
     nvidia_gpu: bool = True  # an NVIDIA GPU is present (runtime.trt.util.nvidia_gpu_found), usable or not
     int8_pairs_saturate: bool = False  # an x86 CPU without VNNI (cpu_isa.CpuIsa.int8_pairs_saturate)
 
@@ -93,11 +94,13 @@ def probe_environment(gpu_probe: Optional[Callable[[], bool]] = None) -> Environ
     except ImportError as e:
         trt_problem = "TensorRT is not installed" if e.name == "tensorrt" else f"TensorRT does not import ({e})"
     plugin_path, plugin_problem = describe_plugin_library()
+    isa = cpu_isa()
     env = Environment(torch_version, torch_cuda, gpus, ort_version, providers, trt_version, trt_problem,
                       plugin_path, plugin_problem, nvidia_gpu=(gpu_probe or nvidia_gpu_found)(),
-                      int8_pairs_saturate=cpu_isa().int8_pairs_saturate)
+                      int8_pairs_saturate=isa.int8_pairs_saturate)
     try:
         from instseg_deploy.runtime.openvino import (
+            auto_precision,
             cpu_capabilities,
             error_line,
             import_openvino,
@@ -108,6 +111,7 @@ def probe_environment(gpu_probe: Optional[Callable[[], bool]] = None) -> Environ
         ov = import_openvino()
         env.openvino_version = openvino_version(ov)
         env.openvino_capabilities = list(cpu_capabilities(shared_core()))
+        env.openvino_auto_precision = auto_precision(tuple(env.openvino_capabilities), isa)
     except InstsegError as e:
         env.openvino_problem = str(e)
     except RuntimeError as e:  # the CPU plugin failed to load
@@ -169,6 +173,11 @@ def backend_statuses(env: Environment) -> list[BackendStatus]:
         status = BackendStatus("openvino", True, f"OpenVINO {env.openvino_version} on the CPU: {', '.join(compute)}")
         if "BF16" not in compute:
             status.notes.append("no native BF16 on this CPU: --precision bf16 and auto run f32")
+        elif env.openvino_auto_precision == "f32":
+            status.notes.append("--precision auto runs f32 here: bf16's accuracy is measured only on AVX512-BF16 "
+                                "CPUs without AMX so far; ask for --precision bf16 to use it")
+        elif env.openvino_auto_precision is not None:
+            status.notes.append(f"--precision auto runs {env.openvino_auto_precision} here")
         if env.int8_pairs_saturate:
             status.notes.append(saturation_note)
         rows.append(status)

@@ -104,6 +104,8 @@ def export(
                                            "wait for others to batch with."),
     gpu: bool = typer.Option(False, "--gpu", help="--to triton: instances on the GPU (KIND_GPU; default for an "
                              ".engine)."),
+    precision: str = typer.Option("auto", "--precision", help="--to triton, python flavour of an OpenVINO "
+                                  "model: f32, bf16 or auto, as `--backend openvino` takes it."),
     opts: Optional[list[str]] = overrides_argument(),
 ) -> None:
     """Export the whole detector (backbone, RPN with NMS, ROI heads, masks) to ONNX, OpenVINO IR, a TensorRT
@@ -123,7 +125,7 @@ def export(
             raise InstsegError("--to triton serves an exported --model (.onnx, .xml or .engine): export it first")
         repository = write_repository(RepositoryRequest(model, out, name=name, flavour=flavour, max_batch=max_batch,
                                                         instances=instances, max_queue_delay_us=max_queue_delay_us,
-                                                        kind="KIND_GPU" if gpu else None))
+                                                        kind="KIND_GPU" if gpu else None, precision=precision))
         Console().print(f"wrote Triton model repository {repository}/ ({flavour} flavour, model {name}; see its "
                         "README.md)")
         return

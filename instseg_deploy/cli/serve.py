@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from instseg_deploy.cli.common import ThreadsOption, console, user_errors
+from instseg_deploy.cli.common import PrecisionOption, ThreadsOption, console, user_errors
 
 EXAMPLES = """
 Examples:
@@ -19,6 +19,8 @@ Examples:
   instseg serve --model model.onnx --instances 2 --threads 1        (2 cores: the most images/s)
 
   instseg serve --model model.xml --backend openvino --http-port 9000 --grpc-port 9001 --metrics-port 9002
+
+  instseg serve --model model.xml --precision f32             (OpenVINO in f32 on a BF16 CPU too)
 
   instseg eval --backend triton --url 127.0.0.1:8000 --coco-root datasets/coco
 """
@@ -41,6 +43,7 @@ def serve(
     max_queue_delay_us: int = typer.Option(2000, "--max-queue-delay-us", help="How long a request may wait for "
                                            "others to batch with."),
     threads: int = ThreadsOption,
+    precision: str = PrecisionOption,
 ) -> None:
     """Serve an exported model with Triton Inference Server until Ctrl-C."""
     from instseg_deploy.serving.triton.local import local_server
@@ -48,7 +51,8 @@ def serve(
     from instseg_deploy.serving.triton.server import ServerSettings
 
     request = RepositoryRequest(model, Path("."), name=name, max_batch=max_batch, instances=instances,
-                                max_queue_delay_us=max_queue_delay_us, backend=backend, threads=threads)
+                                max_queue_delay_us=max_queue_delay_us, backend=backend, threads=threads,
+                                precision=precision)
     settings = ServerSettings(host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port)
     server = local_server(request, settings)
     console.print(f"starting Triton on {host} (repository {escape(str(server.repository))}) ...", highlight=False)

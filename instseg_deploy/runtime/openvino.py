@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from instseg_deploy.cpu_isa import CpuIsa, cpu_isa
 from instseg_deploy.errors import InstsegError
 from instseg_deploy.model_file.metadata import FLOAT_PRE_POOL_KEY
 from instseg_deploy.model_file.reader import ModelFile, read_model_file
@@ -30,10 +31,6 @@ from instseg_deploy.runtime.runner import RawDetections, fixed_input_shape
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("f32", "bf16", "auto")
-# What auto picks: f32 until bf16 is measured to keep the model's AP on AMX CPUs too (with the box geometry
-# f32, within 0.2 AP of f32 on an AVX512-BF16 EPYC, benchmarks/OPENVINO.md; -0.64 bbox AP was reported for
-# OpenVINO's plain bf16 on an AMX Xeon); bf16 stays available.
-AUTO_PRECISION = "f32"
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 OPENVINO_INSTALL = "pip install openvino"
 _core = None
@@ -46,8 +43,8 @@ class OpenVinoUnavailable(InstsegError):
 
 @dataclass(frozen=True)
 class OpenVinoSettings:
-    """How to compile: ``precision`` f32 | bf16 | auto (see AUTO_PRECISION; bf16 only where the CPU has it),
-    ``threads`` (0: OpenVINO's default, every core), ``hint`` latency | throughput (OpenVINO's
+    """How to compile: ``precision`` f32 | bf16 | auto (:func:`auto_precision`; bf16 only where the CPU
+    has it), ``threads`` (0: OpenVINO's default, every core), ``hint`` latency | throughput (OpenVINO's
     performance hint: one stream for one request at a time, or several streams for parallel
     requests), ``cache`` the compiled-model cache (a second start of the same model is fast),
     ``roi_geometry`` the poolers' box geometry under bf16: f32 (runtime.openvino_bf16), or bf16 as
@@ -110,18 +107,30 @@ def cpu_capabilities(core) -> tuple[str, ...]:
     return tuple(str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
-def resolve_precision(requested: str, capabilities: tuple[str, ...]) -> str:
+def auto_precision(capabilities: tuple[str, ...], isa: CpuIsa) -> str:
+    """What ``--precision auto`` compiles with: bf16 where it was measured to keep the model's AP, else f32.
+
+    Measured (benchmarks/OPENVINO.md): with the box geometry kept f32, bf16 stays within 0.2 AP of f32 on
+    eight sets (the fixture val set, seven generated ones) on an AVX512-BF16 CPU without AMX, where it runs
+    the R50-FPN-3x model about 1.9x as fast as f32.
+    On AMX CPUs -0.64 bbox AP was reported for OpenVINO's plain bf16 and ours is not measured yet: f32.
+    """
+    measured_bf16 = isa.features is not None and "AVX512-BF16" in isa.features and "AMX" in isa.missing
+    return "bf16" if measured_bf16 and "BF16" in capabilities else "f32"
+
+
+def resolve_precision(requested: str, capabilities: tuple[str, ...], isa: CpuIsa) -> str:
     """The inference precision to compile with: bf16 only where the CPU computes it natively.
 
     An explicit ``bf16`` on a CPU without it falls back to f32 and says so (OpenVINO would
-    otherwise emulate or refuse it).
+    otherwise emulate or refuse it); ``auto`` is :func:`auto_precision`.
     """
     if requested == "bf16" and "BF16" not in capabilities:
         log.warning("bf16 requested, but this CPU has no native BF16 (OpenVINO reports %s): running f32",
                     ", ".join(capabilities) or "nothing")
         return "f32"
     if requested == "auto":
-        return AUTO_PRECISION
+        return auto_precision(capabilities, isa)
     return requested
 
 
@@ -173,7 +182,7 @@ def load_openvino_runner(path: str | os.PathLike, settings: OpenVinoSettings | N
                            "FP32 model again with `instseg quantize`")
     warn_if_int8_saturates(meta, str(path), "OpenVINO")
     model = read_openvino_model(core, path, model_file.graph)
-    precision = resolve_precision(settings.precision, cpu_capabilities(core))
+    precision = resolve_precision(settings.precision, cpu_capabilities(core), cpu_isa())
     if meta.get("precision", "fp32") != "fp32" and precision == "bf16":
         # An INT8 (or FP16) file already chose its precisions; bf16 on top would change them.
         precision = "f32"

@@ -10,7 +10,8 @@ container) runs on a GPU. Both take and return the same tensors (runtime.triton.
 Layout::
 
     REPO/README.md
-    REPO/NAME/config.pbtxt            Python backend; parameters: backend, model_file, metadata
+    REPO/NAME/config.pbtxt            Python backend; parameters: backend, model_file, metadata, threads,
+                                      precision (openvino)
     REPO/NAME/1/model.py              imports serving.triton.python_model (instseg-deploy installed)
     REPO/NAME/1/model.onnx            python flavour: the exported file (.xml+.bin, .engine+sidecar)
     REPO/NAME_net/config.pbtxt        native flavour
@@ -28,6 +29,7 @@ from pathlib import Path
 from instseg_deploy.errors import ServingError
 from instseg_deploy.model_file.reader import ModelFile, read_model_file
 from instseg_deploy.model_file.sidecar import sidecar_path
+from instseg_deploy.runtime.openvino import PRECISIONS as OPENVINO_PRECISIONS
 from instseg_deploy.runtime.triton.contract import MAX_IMAGE_BYTES, METADATA_PARAMETER
 from instseg_deploy.serving.triton.model_config import (
     KINDS,
@@ -61,6 +63,7 @@ class RepositoryRequest:
     max_queue_delay_us: int = 2000
     backend: str | None = None  # python flavour: runtime of the network (default from the file: ort/openvino/trt)
     threads: int = 0
+    precision: str = "auto"  # python flavour, openvino: f32 | bf16 | auto, as --backend openvino takes it
     kind: str | None = None  # KIND_CPU / KIND_GPU; default: GPU for TensorRT, else CPU
     max_image_bytes: int = MAX_IMAGE_BYTES  # larger encoded images are refused before decoding
 
@@ -79,6 +82,21 @@ def check_request(request: RepositoryRequest) -> None:
         raise ServingError(f"--max-queue-delay-us must be >= 0, got {request.max_queue_delay_us}")
     if request.kind not in (None, *KINDS):
         raise ServingError(f"instance kind must be one of {', '.join(KINDS)}, got {request.kind!r}")
+    if request.precision not in OPENVINO_PRECISIONS:
+        raise ServingError(f"--precision must be one of {', '.join(OPENVINO_PRECISIONS)}, got {request.precision!r}")
+
+
+def _check_precision(request: RepositoryRequest, backend: str) -> None:
+    """--precision chooses OpenVINO's inference precision in the python flavour; nowhere else can it be
+    honoured (Triton's OpenVINO backend runs the CPU plugin's default, see serving.triton.openvino_net)."""
+    if request.precision == "auto":
+        return
+    if backend != "openvino":
+        raise ServingError(f"--precision {request.precision} is for the openvino backend; {backend} runs the "
+                           "file's own precision")
+    if request.flavour != "python":
+        raise ServingError(f"--precision {request.precision} needs the python flavour: Triton's OpenVINO backend "
+                           "runs the CPU plugin's default precision (bf16 on BF16 CPUs)")
 
 
 def _copy_model(model: ModelFile, folder: Path) -> str:
@@ -116,6 +134,8 @@ def write_repository(request: RepositoryRequest) -> Path:
     check_request(request)
     model = read_model_file(request.model)
     meta = model.require_metadata("export it with `instseg export` first")
+    backend = request.backend or _BACKEND_OF_FORMAT[model.format]
+    _check_precision(request, backend)
     out = Path(request.out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).is_file())):
         raise ServingError(f"{out} exists and is not a repository written by instseg; remove it or choose another "
@@ -128,10 +148,11 @@ def write_repository(request: RepositoryRequest) -> Path:
         (version / "model.py").write_text(MODEL_PY, encoding="utf-8")
         parameters = {METADATA_PARAMETER: json.dumps(meta, separators=(",", ":")),
                       "max_image_bytes": str(request.max_image_bytes)}
-        backend = request.backend or _BACKEND_OF_FORMAT[model.format]
         if request.flavour == "python":
             parameters.update(backend=backend, model_file=_copy_model(model, version),
                               threads=str(request.threads))
+            if backend == "openvino":
+                parameters["precision"] = request.precision
         else:
             net = net_model_name(request.name)
             parameters[NET_MODEL_PARAMETER] = net
