@@ -54,7 +54,7 @@ OPENVINO_SUMMARY = (
     "kernels compute 8-bit weights without saturating (FPN features within 2.1% (ORT) and 5.1% (OpenVINO) of the "
     "INT8 file's exact float simulation, `benchmarks/int8_kernels.py`). INT8 tool, by measurement "
     "(`benchmarks/openvino_nncf.py`): NNCF's post-training quantization of the same export with the same "
-    "calibration images runs 3-7% faster in OpenVINO but moves the fixture val set's bbox AP by +0.59 (mixed "
+    "calibration images runs 5-8% faster in OpenVINO but moves the fixture val set's bbox AP by +0.59 (mixed "
     "preset) or +1.07 (performance) where `instseg quantize`'s file moves it +0.44, and NNCF's own stem placement "
     "hits an OpenVINO mis-computation (-3.6 AP) unless the stem is left float: the QDQ file stays the INT8 path. "
     "On an AVX2-only EPYC (no AVX-512, no VNNI, no BF16): OpenVINO f32 again matches ORT FP32 detection for "

@@ -20,7 +20,7 @@ Examples:
 
   instseg serve --model model.xml --backend openvino --http-port 9000 --grpc-port 9001 --metrics-port 9002
 
-  instseg serve --model model.xml --precision f32             (OpenVINO in f32 on a BF16 CPU too)
+  instseg serve --model model.xml --precision f32     (OpenVINO f32 on a BF16 CPU too)
 
   instseg eval --backend triton --url 127.0.0.1:8000 --coco-root datasets/coco
 """
